@@ -1,0 +1,30 @@
+"""diffkit: one DDPM engine for images, audio and volumes, with denoisers chosen by name from plugins."""
+
+from . import schedules
+from .diffusion import GaussianDiffusion, extract
+from .ema import EMA
+from .hookspecs import hookimpl
+from .registry import (
+    PluginError,
+    available_backbones,
+    available_conditioners,
+    create_backbone,
+    create_conditioner,
+    reload_plugins,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EMA",
+    "GaussianDiffusion",
+    "PluginError",
+    "available_backbones",
+    "available_conditioners",
+    "create_backbone",
+    "create_conditioner",
+    "extract",
+    "hookimpl",
+    "reload_plugins",
+    "schedules",
+]

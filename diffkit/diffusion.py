@@ -1,0 +1,268 @@
+"""The DDPM engine: forward noising, the reverse step, the training loss and sampling, for any tensor rank."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import objectives
+from .samplers import SAMPLERS, timestep_schedule
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
+    """``a[t]`` shaped ``(B, 1, …, 1)`` with ``len(x_shape)`` dims, so it broadcasts over a tensor of any rank."""
+    out = a.gather(-1, t)
+    return out.reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
+
+
+# Coefficients derived from β, kept in float64 whatever dtype the module is cast to (see _apply).
+_SCHEDULE_BUFFERS = (
+    "betas",
+    "alphas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "reciprocal_sqrt_alphas",
+    "remove_noise_coeff",
+    "sigma",
+    "posterior_variance",
+)
+
+
+class GaussianDiffusion(nn.Module):
+    """Gaussian diffusion of Ho et al. 2020 around any backbone ``model(x_t, t, cond=None)``.
+
+    ``input_shape`` is one example's shape without the batch, ``(C, *spatial)`` of any rank.
+    ``variance`` picks the DDPM sampler's σ²: ``"beta"`` (σ² = β, as the seed) or ``"posterior"`` (β̃).
+    ``clip_x0`` clamps the predicted x0 to [-1, 1] while sampling, for data scaled to that range.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        betas: Union[torch.Tensor, Sequence[float]],
+        *,
+        objective: str = "eps",
+        conditioner: Optional[nn.Module] = None,
+        variance: str = "beta",
+        clip_x0: bool = False,
+    ) -> None:
+        super().__init__()
+        objectives.check_objective(objective)
+        if variance not in ("beta", "posterior"):
+            raise ValueError(f"unknown variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
+        betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+        if betas.ndim != 1 or len(betas) == 0:
+            raise ValueError(f"betas must be a non-empty 1-D sequence, got shape {tuple(betas.shape)}")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("every beta must lie strictly between 0 and 1")
+        self.model = model
+        self.conditioner = conditioner
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_timesteps = len(betas)
+        self.objective = objective
+        self.variance = variance
+        self.clip_x0 = clip_x0
+
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        coefs = {
+            "betas": betas,
+            "alphas": alphas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "reciprocal_sqrt_alphas": alphas.rsqrt(),
+            "remove_noise_coeff": betas / (1.0 - alphas_cumprod).sqrt(),
+            "sigma": betas.sqrt(),
+            "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+        }
+        for name in _SCHEDULE_BUFFERS:
+            # Not persistent: they follow from β, so checkpoints hold only learned weights.
+            self.register_buffer(name, coefs[name], persistent=False)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # .to(dtype) must not round the schedule (ᾱ_T ≈ 4e-5 is lost in bf16); .to(device) still moves it.
+        saved = {name: self._buffers[name] for name in _SCHEDULE_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, exact in saved.items():
+            self._buffers[name] = exact.to(device=self._buffers[name].device)
+        return self
+
+    def _coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return extract(getattr(self, name), t, x.shape).to(x.dtype)
+
+    # --- the forward process ---------------------------------------------------------------------
+
+    def perturb_x(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Sample q(x_t | x_0) = N(sqrt(ᾱ_t)·x_0, (1-ᾱ_t)·I) with the given noise (Ho et al. 2020, eq. 4)."""
+        return (
+            self._coef("sqrt_alphas_cumprod", t, x) * x
+            + self._coef("sqrt_one_minus_alphas_cumprod", t, x) * noise
+        )
+
+    # --- the network and its predictions ---------------------------------------------------------
+
+    def _check_y(self, y: Optional[torch.Tensor], batch_size: int) -> None:
+        if y is not None and self.conditioner is None:
+            raise ValueError("labels y were given but this GaussianDiffusion has no conditioner")
+        if y is not None and len(y) != batch_size:
+            raise ValueError(f"got {len(y)} labels for a batch of {batch_size}")
+
+    def _network(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor]) -> torch.Tensor:
+        out = self.model(x_t, t, cond=cond)
+        if out.shape != x_t.shape:
+            raise RuntimeError(
+                f"backbone {type(self.model).__name__} returned shape {tuple(out.shape)} "
+                f"for an input of shape {tuple(x_t.shape)}; a backbone must return its input's shape"
+            )
+        return out
+
+    def _guided_output(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: Optional[torch.Tensor],
+        null: Optional[torch.Tensor],
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        if null is None:
+            return self._network(x_t, t, cond)
+        # Classifier-free guidance (Ho & Salimans 2022): both branches in one network call.
+        both = self._network(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]))
+        out_cond, out_uncond = both.chunk(2)
+        return out_uncond + guidance_scale * (out_cond - out_uncond)
+
+    def _conditioning(
+        self, y: Optional[torch.Tensor], batch_size: int, guidance_scale: float
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(cond, null) for sampling: null is set only when classifier-free guidance needs it."""
+        self._check_y(y, batch_size)
+        if self.conditioner is None:
+            if guidance_scale != 1.0:
+                raise ValueError("guidance_scale != 1 needs a conditioner and labels y")
+            return None, None
+        null = self.conditioner.null(batch_size)
+        if y is None:
+            if guidance_scale != 1.0:
+                raise ValueError("guidance_scale != 1 needs labels y")
+            return null, None
+        cond = self.conditioner(y.to(null.device))
+        return cond, (null if guidance_scale != 1.0 else None)
+
+    def predict(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        y: Optional[torch.Tensor] = None,
+        guidance_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε̂, x̂0) at x_t, whatever the objective, with guidance and the optional x0 clipping."""
+        cond, null = self._conditioning(y, x_t.shape[0], guidance_scale)
+        return self._eps_x0(x_t, t, cond, null, guidance_scale)
+
+    def _eps_x0(self, x_t, t, cond, null, guidance_scale):
+        output = self._guided_output(x_t, t, cond, null, guidance_scale)
+        a = self._coef("sqrt_alphas_cumprod", t, x_t)
+        s = self._coef("sqrt_one_minus_alphas_cumprod", t, x_t)
+        eps, x0 = objectives.eps_and_x0(self.objective, output, x_t, a, s)
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = objectives.eps_from_x0(x_t, x0, a, s)
+        return eps, x0
+
+    # --- the reverse process ---------------------------------------------------------------------
+
+    def remove_noise(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: Optional[torch.Tensor] = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The reverse-process mean μθ(x_t, t) = (x_t - β_t/sqrt(1-ᾱ_t)·ε̂) / sqrt(α_t) (Ho et al. 2020, eq. 11)."""
+        eps, _ = self.predict(x, t, y, guidance_scale)
+        return (x - self._coef("remove_noise_coeff", t, x) * eps) * self._coef("reciprocal_sqrt_alphas", t, x)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        sampler: str = "ddpm",
+        steps: Optional[int] = None,
+        eta: float = 0.0,
+        y: Optional[torch.Tensor] = None,
+        guidance_scale: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``)."""
+        try:
+            sampler_fn = SAMPLERS[sampler]
+        except KeyError:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
+        spacing = options.pop("spacing", "trailing")
+        if sampler == "ddpm" and steps is not None and steps != self.num_timesteps:
+            raise ValueError(f"the 'ddpm' sampler runs all {self.num_timesteps} steps; use 'ddim' for fewer")
+        accepted = inspect.signature(sampler_fn).parameters
+        if eta != 0.0:
+            options["eta"] = eta
+        if sampler == "ddpm":
+            options.setdefault("variance", self.variance)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"sampler {sampler!r} does not take option(s) {unknown}")
+
+        param = next(self.model.parameters(), None)
+        device = self.alphas_cumprod.device
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+        shape = (batch_size, *self.input_shape)
+        gen_device = generator.device if generator is not None else device
+        x = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+        # The conditioning is the same at every step: embed it once.
+        cond, null = self._conditioning(y, batch_size, guidance_scale)
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._eps_x0(x_t, t, cond, null, guidance_scale)
+
+        timesteps = timestep_schedule(self.num_timesteps, steps, spacing)
+        return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+
+    # --- training --------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Training loss: MSE between the network output and its objective's target at a uniform t."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"batch has example shape {tuple(x.shape[1:])}, this GaussianDiffusion expects {self.input_shape}"
+            )
+        batch_size = x.shape[0]
+        self._check_y(y, batch_size)
+        if self.conditioner is not None and y is None:
+            raise ValueError("this GaussianDiffusion has a conditioner: forward(x, y) needs the labels y")
+        t = torch.randint(0, self.num_timesteps, (batch_size,), device=x.device)
+        noise = torch.randn_like(x)
+        x_t = self.perturb_x(x, t, noise)
+        cond = self.conditioner(y) if self.conditioner is not None else None
+        output = self._network(x_t, t, cond)
+        target = objectives.training_target(
+            self.objective,
+            x,
+            noise,
+            self._coef("sqrt_alphas_cumprod", t, x),
+            self._coef("sqrt_one_minus_alphas_cumprod", t, x),
+        )
+        # Low-precision outputs (bf16 autocast) are compared in float32 at least.
+        dtype = torch.promote_types(output.dtype, torch.float32)
+        return F.mse_loss(output.to(dtype), target.to(dtype))

@@ -1,0 +1,66 @@
+"""Exponential moving average of a model's weights (Polyak averaging, as used by Ho et al. 2020)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+
+class EMA:
+    """Keeps ``self.model``, an averaged copy of a model, in eval mode and without gradients.
+
+    Until ``start_step`` updates have been seen the copy simply tracks the live weights (the seed's
+    ``ema_start``): averaging the random initial weights would only slow the average down.
+    After that, every ``update_every``-th call moves it: ``ema ← decay·ema + (1-decay)·θ``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 2000, update_every: int = 1) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+        if start_step < 0 or update_every < 1:
+            raise ValueError("EMA start_step must be >= 0 and update_every >= 1")
+        self.decay = decay
+        self.start_step = start_step
+        self.update_every = update_every
+        self.num_updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Count one training step and average (or copy) ``model``'s weights into ``self.model``."""
+        self.num_updates += 1
+        if self.num_updates % self.update_every:
+            return
+        if self.num_updates <= self.start_step:
+            self._copy_from(model)
+        else:
+            self.update_model_average(self.model, model)
+
+    def update_model_average(self, ema_model: nn.Module, current_model: nn.Module) -> None:
+        """The seed's name: one averaging step of ``ema_model`` towards ``current_model``."""
+        ema_params = [p for p in ema_model.parameters() if p.is_floating_point()]
+        cur_params = [p.detach() for p in current_model.parameters() if p.is_floating_point()]
+        if len(ema_params) != len(cur_params):
+            raise ValueError("EMA: the averaged model and the live model have different parameters")
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, cur_params, 1.0 - self.decay)
+            for e, c in zip(ema_model.buffers(), current_model.buffers()):
+                e.copy_(c)
+
+    @torch.no_grad()
+    def _copy_from(self, model: nn.Module) -> None:
+        for e, c in zip(self.model.parameters(), model.parameters()):
+            e.copy_(c.detach())
+        for e, c in zip(self.model.buffers(), model.buffers()):
+            e.copy_(c)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters only; the averaged weights are ``self.model.state_dict()`` (saved as safetensors)."""
+        return {"decay": self.decay, "start_step": self.start_step, "update_every": self.update_every,
+                "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,98 @@
+"""Building blocks shared by the backbones, generic over 1, 2 and 3 spatial dimensions."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
+    """``nn.Conv1d`` / ``Conv2d`` / ``Conv3d`` chosen by the number of spatial dimensions."""
+    try:
+        cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    except KeyError:
+        raise ValueError(f"dims must be 1, 2 or 3, got {dims}") from None
+    return cls(*args, **kwargs)
+
+
+def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), fewer when the width does not divide."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as used by Ho et al. 2020)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class ResBlock(nn.Module):
+    """Residual block of the DDPM UNet: GroupNorm, SiLU, conv; the embedding is added between the convs."""
+
+    def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = conv_nd(dims, in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv_nd(dims, out_ch, out_ch, 3, padding=1)
+        self.skip = conv_nd(dims, in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb)).reshape(*h.shape[:2], *((1,) * (h.ndim - 2)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over every spatial position, through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dims: int, channels: int, heads: int = 1) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention: {channels} channels do not split into {heads} heads")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = conv_nd(dims, channels, 3 * channels, 1)
+        self.proj = conv_nd(dims, channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        qkv = self.qkv(self.norm(x)).flatten(2)
+        q, k, v = rearrange(qkv, "b (three h d) n -> three b h n d", three=3, h=self.heads)
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = rearrange(h, "b h n d -> b (h d) n").reshape(x.shape)
+        return x + self.proj(h)
+
+
+class Downsample(nn.Module):
+    """Strided 3-wide convolution halving every spatial size (DDPM's ``resamp_with_conv``)."""
+
+    def __init__(self, dims: int, channels: int) -> None:
+        super().__init__()
+        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour doubling followed by a 3-wide convolution."""
+
+    def __init__(self, dims: int, channels: int) -> None:
+        super().__init__()
+        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,37 @@
+"""Noise schedules β_t, always float64: their products and square roots feed every coefficient."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def linear_beta_schedule(T: int) -> torch.Tensor:
+    """Linear β from Ho et al. 2020 (DDPM), rescaled by 1000/T as in the seed so any T spans the same noise."""
+    if T < 1:
+        raise ValueError(f"linear_beta_schedule: T must be a positive integer, got {T}")
+    scale = 1000.0 / T
+    return torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64)
+
+
+def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Cosine schedule of Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2)."""
+    if T < 1:
+        raise ValueError(f"cosine_beta_schedule: T must be a positive integer, got {T}")
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(max=max_beta)
+
+
+SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule}
+
+
+def make_beta_schedule(name: str, T: int) -> torch.Tensor:
+    """β for a schedule chosen by name (as a config does)."""
+    try:
+        return SCHEDULES[name](T)
+    except KeyError:
+        raise ValueError(f"unknown beta schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None

@@ -1,0 +1,177 @@
+"""``unet1d`` / ``unet2d`` / ``unet3d``: the UNet of Ho et al. 2020 over 1, 2 or 3 spatial dimensions."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from diffkit import hookimpl
+from diffkit.layers import AttentionBlock, Downsample, ResBlock, Upsample, conv_nd, group_norm, timestep_embedding
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Ho et al. 2020, appendix B: 35.7M parameters at 32×32; attention at the 16×16 level.
+    "ddpm-cifar10": dict(in_channels=3, channels=[128, 256, 256, 256], num_res_blocks=2,
+                         attention_levels=[1], dropout=0.1),
+}
+
+
+class UNet(nn.Module):
+    """DDPM UNet: per level ``num_res_blocks`` residual blocks (self-attention at ``attention_levels``),
+    a strided convolution down between levels, the mirror image up with skip connections.
+
+    ``channels`` gives one width per level; each spatial size must be divisible by 2^(levels-1).
+    ``cond_dim`` adds a projection of ``cond`` to the timestep embedding.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int = 1,
+        out_channels: Optional[int] = None,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        num_res_blocks: int = 2,
+        attention_levels: Sequence[int] = (2,),
+        attention_heads: int = 1,
+        dropout: float = 0.0,
+        cond_dim: Optional[int] = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        name = f"unet{dims}d"
+        channels = list(channels)
+        if not channels or any(int(c) < 1 for c in channels):
+            raise ValueError(f"{name}: 'channels' must be a non-empty list of positive widths, got {channels}")
+        bad = [lvl for lvl in attention_levels if not 0 <= lvl < len(channels)]
+        if bad:
+            raise ValueError(f"{name}: 'attention_levels' {bad} out of range for {len(channels)} levels (0…{len(channels) - 1})")
+        if num_res_blocks < 1:
+            raise ValueError(f"{name}: 'num_res_blocks' must be >= 1, got {num_res_blocks}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: 'dropout' must lie in [0, 1), got {dropout}")
+        self.name = name
+        self.dims = dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels or in_channels
+        self.cond_dim = cond_dim
+        self.gradient_checkpointing = gradient_checkpointing
+        self.num_levels = len(channels)
+
+        ch0 = channels[0]
+        emb_dim = 4 * ch0
+        self.time_embed = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_embed = nn.Linear(cond_dim, emb_dim) if cond_dim else None
+        self.conv_in = conv_nd(dims, in_channels, ch0, 3, padding=1)
+
+        attn = set(attention_levels)
+        self.down = nn.ModuleList()
+        skips = [ch0]
+        ch = ch0
+        for level, width in enumerate(channels):
+            for _ in range(num_res_blocks):
+                self.down.append(self._block(dims, ch, width, emb_dim, dropout, level in attn, attention_heads))
+                ch = width
+                skips.append(ch)
+            if level != len(channels) - 1:
+                self.down.append(Downsample(dims, ch))
+                skips.append(ch)
+
+        self.mid = nn.ModuleList([
+            ResBlock(dims, ch, ch, emb_dim, dropout),
+            AttentionBlock(dims, ch, attention_heads),
+            ResBlock(dims, ch, ch, emb_dim, dropout),
+        ])
+
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(channels))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(self._block(dims, ch + skips.pop(), width, emb_dim, dropout, level in attn, attention_heads))
+                ch = width
+            if level != 0:
+                self.up.append(Upsample(dims, ch))
+
+        self.norm_out = group_norm(ch)
+        self.conv_out = conv_nd(dims, ch, self.out_channels, 3, padding=1)
+
+    @staticmethod
+    def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads) -> nn.Module:
+        res = ResBlock(dims, in_ch, out_ch, emb_dim, dropout)
+        if not with_attention:
+            return res
+        return _Sequential(res, AttentionBlock(dims, out_ch, heads))
+
+    def _run(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # Recompute activations in the backward pass instead of storing them.
+            return checkpoint(block, h, emb, use_reentrant=False)
+        return block(h, emb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check_input(x)
+        emb = self.time_embed(timestep_embedding(t, self.time_embed[0].in_features).to(x.dtype))
+        if self.cond_embed is not None:
+            if cond is None:
+                raise ValueError(f"{self.name} was built with cond_dim={self.cond_dim} and needs cond")
+            emb = emb + self.cond_embed(cond.to(emb.dtype))
+        elif cond is not None:
+            raise ValueError(f"{self.name} got cond but was built without cond_dim")
+
+        h = self.conv_in(x)
+        hs = [h]
+        for block in self.down:
+            h = self._run(block, h, emb)
+            hs.append(h)
+        for block in self.mid:
+            h = self._run(block, h, emb)
+        for block in self.up:
+            if not isinstance(block, Upsample):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run(block, h, emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.name} expects input (B, {self.in_channels}, {', '.join(['…'] * self.dims)}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        factor = 2 ** (self.num_levels - 1)
+        if any(s % factor for s in x.shape[2:]):
+            raise ValueError(
+                f"{self.name} with {self.num_levels} levels accepts spatial sizes divisible by {factor}; "
+                f"got {tuple(x.shape[2:])}"
+            )
+
+
+class _Sequential(nn.Module):
+    """A residual block followed by attention, both taking the embedding."""
+
+    def __init__(self, *blocks: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = block(h, emb)
+        return h
+
+
+def make_unet(dims: int, preset: Optional[str] = None, **options: Any) -> UNet:
+    """Build a UNet; a ``preset`` supplies defaults that explicit options override."""
+    if preset is not None:
+        if dims != 2 or preset not in PRESETS:
+            known = ", ".join(PRESETS) if dims == 2 else "none"
+            raise ValueError(f"unet{dims}d: unknown preset {preset!r}; presets: {known}")
+        options = {**PRESETS[preset], **options}
+    return UNet(dims, **options)
+
+
+@hookimpl
+def diffkit_register_backbones(register) -> None:
+    register("unet1d", functools.partial(make_unet, 1), "1-D UNet for waveforms (B, C, L)")
+    register("unet2d", functools.partial(make_unet, 2), "2-D UNet for images (B, C, H, W); preset 'ddpm-cifar10'")
+    register("unet3d", functools.partial(make_unet, 3), "3-D UNet for volumes (B, C, D, H, W)")
