@@ -77,22 +77,32 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Strided 3-wide convolution halving every spatial size (DDPM's ``resamp_with_conv``)."""
+    """Strided convolution dividing every spatial size by ``factor`` (DDPM's ``resamp_with_conv`` at 2).
 
-    def __init__(self, dims: int, channels: int) -> None:
+    The kernel is ``2·factor - 1`` wide, so each output sees its whole stride and its neighbours'
+    halves; at ``factor=2`` this is DDPM's 3-wide kernel.
+    """
+
+    def __init__(self, dims: int, channels: int, factor: int = 2) -> None:
         super().__init__()
-        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=1)
+        if factor < 2:
+            raise ValueError(f"downsampling factor must be >= 2, got {factor}")
+        self.factor = factor
+        self.conv = conv_nd(dims, channels, channels, 2 * factor - 1, stride=factor, padding=factor - 1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour doubling followed by a 3-wide convolution."""
+    """Nearest-neighbour upsampling by ``factor`` (doubling by default) followed by a 3-wide convolution."""
 
-    def __init__(self, dims: int, channels: int) -> None:
+    def __init__(self, dims: int, channels: int, factor: int = 2) -> None:
         super().__init__()
+        if factor < 2:
+            raise ValueError(f"upsampling factor must be >= 2, got {factor}")
+        self.factor = factor
         self.conv = conv_nd(dims, channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode="nearest"))

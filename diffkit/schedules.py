@@ -12,6 +12,9 @@ def linear_beta_schedule(T: int) -> torch.Tensor:
     if T < 1:
         raise ValueError(f"linear_beta_schedule: T must be a positive integer, got {T}")
     scale = 1000.0 / T
+    if 0.02 * scale >= 1:
+        raise ValueError(f"linear_beta_schedule: T={T} would give β_T = {0.02 * scale:g} ≥ 1 with the 1000/T "
+                         "scaling; use T ≥ 21 or the cosine schedule")
     return torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional, Sequence
+import math
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,8 +24,12 @@ class UNet(nn.Module):
     """DDPM UNet: per level ``num_res_blocks`` residual blocks (self-attention at ``attention_levels``),
     a strided convolution down between levels, the mirror image up with skip connections.
 
-    ``channels`` gives one width per level; each spatial size must be divisible by 2^(levels-1).
-    ``cond_dim`` adds a projection of ``cond`` to the timestep embedding.
+    ``channels`` gives one width per level. ``downsample_factors`` gives the factor between each
+    level and the next (one int for all, or one per transition; default 2, as in DDPM): audio likes
+    4s, so that 16 384 samples reach a coarse level short enough for attention in few levels. Each
+    spatial size must be a multiple of the factors' product, :attr:`size_multiple`.
+    ``cond_dim`` adds a projection of ``cond`` to the timestep embedding. ``gradient_checkpointing``
+    recomputes each block's activations in the backward pass instead of keeping them.
     """
 
     def __init__(
@@ -40,10 +44,12 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         cond_dim: Optional[int] = None,
         gradient_checkpointing: bool = False,
+        downsample_factors: Union[int, Sequence[int]] = 2,
     ) -> None:
         super().__init__()
         name = f"unet{dims}d"
         channels = list(channels)
+        factors = _factors(name, downsample_factors, len(channels))
         if not channels or any(int(c) < 1 for c in channels):
             raise ValueError(f"{name}: 'channels' must be a non-empty list of positive widths, got {channels}")
         bad = [lvl for lvl in attention_levels if not 0 <= lvl < len(channels)]
@@ -60,6 +66,8 @@ class UNet(nn.Module):
         self.cond_dim = cond_dim
         self.gradient_checkpointing = gradient_checkpointing
         self.num_levels = len(channels)
+        self.downsample_factors = factors
+        self.size_multiple = math.prod(factors)
 
         ch0 = channels[0]
         emb_dim = 4 * ch0
@@ -77,7 +85,7 @@ class UNet(nn.Module):
                 ch = width
                 skips.append(ch)
             if level != len(channels) - 1:
-                self.down.append(Downsample(dims, ch))
+                self.down.append(Downsample(dims, ch, factors[level]))
                 skips.append(ch)
 
         self.mid = nn.ModuleList([
@@ -92,7 +100,7 @@ class UNet(nn.Module):
                 self.up.append(self._block(dims, ch + skips.pop(), width, emb_dim, dropout, level in attn, attention_heads))
                 ch = width
             if level != 0:
-                self.up.append(Upsample(dims, ch))
+                self.up.append(Upsample(dims, ch, factors[level - 1]))
 
         self.norm_out = group_norm(ch)
         self.conv_out = conv_nd(dims, ch, self.out_channels, 3, padding=1)
@@ -139,12 +147,26 @@ class UNet(nn.Module):
                 f"{self.name} expects input (B, {self.in_channels}, {', '.join(['…'] * self.dims)}), "
                 f"got shape {tuple(x.shape)}"
             )
-        factor = 2 ** (self.num_levels - 1)
-        if any(s % factor for s in x.shape[2:]):
+        m = self.size_multiple
+        bad = [s for s in x.shape[2:] if s % m]
+        if bad:
+            hints = ", ".join(f"{s} → {s // m * m or m} or {(s // m + 1) * m}" for s in bad)
             raise ValueError(
-                f"{self.name} with {self.num_levels} levels accepts spatial sizes divisible by {factor}; "
-                f"got {tuple(x.shape[2:])}"
+                f"{self.name} with downsampling factors {self.downsample_factors} accepts spatial sizes that are "
+                f"multiples of {m}; got {tuple(x.shape[2:])} (nearest accepted: {hints})"
             )
+
+
+def _factors(name: str, factors: Union[int, Sequence[int]], levels: int) -> list[int]:
+    if isinstance(factors, int):
+        factors = [factors] * (levels - 1)
+    factors = [int(f) for f in factors]
+    if len(factors) != levels - 1:
+        raise ValueError(f"{name}: 'downsample_factors' needs one factor per transition between the "
+                         f"{levels} levels ({levels - 1}), got {factors}")
+    if any(f < 2 for f in factors):
+        raise ValueError(f"{name}: 'downsample_factors' must all be >= 2, got {factors}")
+    return factors
 
 
 class _Sequential(nn.Module):
@@ -160,6 +182,30 @@ class _Sequential(nn.Module):
         return h
 
 
+class UNet1D(UNet):
+    """UNet over waveforms ``(B, C, L)``; the seed's ``UNet1D(in_channels=1, out_channels=1, channels=[32, 64, 128, 256], attention_levels=[2])``."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(1, **options)
+
+
+class UNet2D(UNet):
+    """UNet over images ``(B, C, H, W)``."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(2, **options)
+
+
+class UNet3D(UNet):
+    """UNet over volumes ``(B, C, D, H, W)``."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(3, **options)
+
+
+_BY_RANK = {1: UNet1D, 2: UNet2D, 3: UNet3D}
+
+
 def make_unet(dims: int, preset: Optional[str] = None, **options: Any) -> UNet:
     """Build a UNet; a ``preset`` supplies defaults that explicit options override."""
     if preset is not None:
@@ -167,11 +213,23 @@ def make_unet(dims: int, preset: Optional[str] = None, **options: Any) -> UNet:
             known = ", ".join(PRESETS) if dims == 2 else "none"
             raise ValueError(f"unet{dims}d: unknown preset {preset!r}; presets: {known}")
         options = {**PRESETS[preset], **options}
-    return UNet(dims, **options)
+    return _BY_RANK[dims](**options)
+
+
+def _unet1d(preset: Optional[str] = None, **options: Any) -> UNet:
+    return make_unet(1, preset, **options)
+
+
+def _unet2d(preset: Optional[str] = None, **options: Any) -> UNet:
+    return make_unet(2, preset, **options)
+
+
+def _unet3d(preset: Optional[str] = None, **options: Any) -> UNet:
+    return make_unet(3, preset, **options)
 
 
 @hookimpl
 def diffkit_register_backbones(register) -> None:
-    register("unet1d", functools.partial(make_unet, 1), "1-D UNet for waveforms (B, C, L)")
-    register("unet2d", functools.partial(make_unet, 2), "2-D UNet for images (B, C, H, W); preset 'ddpm-cifar10'")
-    register("unet3d", functools.partial(make_unet, 3), "3-D UNet for volumes (B, C, D, H, W)")
+    register("unet1d", _unet1d, "1-D UNet for waveforms (B, C, L); 'downsample_factors' for long audio")
+    register("unet2d", _unet2d, "2-D UNet for images (B, C, H, W); preset 'ddpm-cifar10'")
+    register("unet3d", _unet3d, "3-D UNet for volumes (B, C, D, H, W)")

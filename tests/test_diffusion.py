@@ -1,0 +1,170 @@
+import pytest
+import torch
+import torch.nn as nn
+
+import diffkit
+from diffkit import GaussianDiffusion, extract
+from diffkit.schedules import cosine_beta_schedule, linear_beta_schedule
+from diffkit.testing import GaussianOracle, gaussian_min_loss
+
+SHAPES = [(6,), (2, 5), (2, 3, 4), (1, 2, 3, 4)]  # ranks 2 to 5 once batched
+MEAN, STD = 0.4, 0.6
+
+
+def oracle_diffusion(shape, betas=None, objective="eps", **kwargs):
+    betas = linear_beta_schedule(1000) if betas is None else betas
+    abar = torch.cumprod(1 - betas, 0)
+    return GaussianDiffusion(GaussianOracle(abar, MEAN, STD, objective), shape, betas, objective=objective, **kwargs)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 5])
+def test_extract_broadcasts_over_any_rank(rank):
+    a = torch.arange(10.0)
+    t = torch.tensor([3, 7, 0])
+    shape = (3, *([2] * (rank - 1)))
+    out = extract(a, t, shape)
+    assert out.shape == (3, *([1] * (rank - 1)))
+    assert out.flatten().tolist() == [3.0, 7.0, 0.0]
+    assert (out * torch.ones(shape)).shape == shape
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_perturb_x_is_the_closed_form(shape):
+    d = oracle_diffusion(shape)
+    x = torch.randn(4, *shape)
+    noise = torch.randn_like(x)
+    t = torch.tensor([0, 10, 500, 999])
+    abar = torch.cumprod(1 - linear_beta_schedule(1000), 0)[t].float()
+    expected = abar.sqrt().view(-1, *[1] * len(shape)) * x + (1 - abar).sqrt().view(-1, *[1] * len(shape)) * noise
+    torch.testing.assert_close(d.perturb_x(x, t, noise), expected)
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_exact_predictor_reaches_the_analytic_minimum_loss(shape, objective):
+    torch.manual_seed(0)
+    d = oracle_diffusion(shape, objective=objective)
+    x = torch.randn(200_000, *shape, dtype=torch.float64) * STD + MEAN
+    loss = d(x).item()
+    expected = gaussian_min_loss(d.alphas_cumprod, STD, objective)
+    # With 200 000 draws of t the Monte-Carlo error is about 0.5%.
+    assert loss == pytest.approx(expected, rel=0.02)
+    # A predictor that is slightly off does measurably worse on the same draws: the test can fail.
+    d.model.mean = MEAN + 0.3
+    torch.manual_seed(0)
+    assert d(x).item() > expected * 1.05
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ddpm_sampler_with_exact_predictor_reproduces_the_data(shape, variance):
+    d = oracle_diffusion(shape, variance=variance)
+    gen = torch.Generator().manual_seed(1)
+    x = d.sample(4000 // max(1, torch.Size(shape).numel() // 6), generator=gen)
+    assert x.shape[1:] == shape
+    assert x.mean().item() == pytest.approx(MEAN, abs=0.02)
+    assert x.std().item() == pytest.approx(STD, rel=0.025)
+
+
+def test_ddpm_sampler_fails_when_the_predictor_is_wrong():
+    d = oracle_diffusion((6,))
+    d.model.std = STD * 0.8
+    x = d.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert abs(x.std().item() / STD - 1) > 0.1
+
+
+def test_remove_noise_agrees_with_the_samplers_posterior_mean():
+    """Seed's ε-form μθ = (x - β/√(1-ᾱ)·ε)/√α equals the x0-form posterior mean the sampler uses."""
+    d = oracle_diffusion((2, 5))
+    x = torch.randn(3, 2, 5, dtype=torch.float64)
+    t = torch.tensor([1, 400, 999])
+    eps, x0 = d.predict(x, t)
+    abar, abar_prev, betas = d.alphas_cumprod[t], d.alphas_cumprod_prev[t], d.betas[t]
+    c0 = (abar_prev.sqrt() * betas / (1 - abar)).view(-1, 1, 1)
+    ct = ((1 - betas).sqrt() * (1 - abar_prev) / (1 - abar)).view(-1, 1, 1)
+    torch.testing.assert_close(d.remove_noise(x, t), c0 * x0 + ct * x, rtol=1e-10, atol=1e-10)
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    d = oracle_diffusion((3,), betas=linear_beta_schedule(50))
+    a = d.sample(5, generator=torch.Generator().manual_seed(3))
+    b = d.sample(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_schedule_stays_float64_when_the_module_is_cast():
+    d = GaussianDiffusion(nn.Conv1d(2, 2, 1), (2, 8), linear_beta_schedule(1000))
+    d.to(torch.bfloat16)
+    assert d.alphas_cumprod.dtype == torch.float64
+    assert d.alphas_cumprod[-1].item() == pytest.approx(4.0358e-5, rel=1e-4)
+    assert d.model.weight.dtype == torch.bfloat16
+
+
+class Plain(nn.Module):
+    """Any module following the backbone protocol works: here a 1x1 conv that ignores t."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 1, 1)
+
+    def forward(self, x, t, cond=None):
+        return self.conv(x)
+
+
+def test_any_backbone_protocol_module_trains_and_samples():
+    d = GaussianDiffusion(Plain(), (1, 2, 2, 2), cosine_beta_schedule(20))
+    loss = d(torch.randn(4, 1, 2, 2, 2))
+    loss.backward()
+    assert loss.ndim == 0 and d.model.conv.weight.grad is not None
+    assert d.sample(3).shape == (3, 1, 2, 2, 2)
+
+
+def test_clear_errors():
+    d = GaussianDiffusion(Plain(), (1, 2, 2, 2), linear_beta_schedule(50))
+    with pytest.raises(ValueError, match=r"expects \(1, 2, 2, 2\)"):
+        d(torch.randn(4, 1, 2, 2, 3))
+    with pytest.raises(ValueError, match="no conditioner"):
+        d(torch.randn(4, 1, 2, 2, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        d.sample(1, sampler="euler")
+    with pytest.raises(ValueError, match="unknown objective"):
+        GaussianDiffusion(Plain(), (1, 2, 2, 2), linear_beta_schedule(50), objective="score")
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        GaussianDiffusion(Plain(), (1,), torch.tensor([0.1, 1.5]))
+
+    class Wrong(nn.Module):
+        def forward(self, x, t, cond=None):
+            return x[:, :, :1]
+
+    with pytest.raises(RuntimeError, match="backbone Wrong returned shape"):
+        GaussianDiffusion(Wrong(), (1, 4), linear_beta_schedule(50))(torch.randn(2, 1, 4))
+
+
+class CountingBackbone(nn.Module):
+    """Returns cond's first feature everywhere, so guidance arithmetic can be checked exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.batch_sizes = []
+
+    def forward(self, x, t, cond=None):
+        self.calls += 1
+        self.batch_sizes.append(x.shape[0])
+        return torch.zeros_like(x) + cond[:, :1].reshape(-1, *[1] * (x.ndim - 1))
+
+
+def test_classifier_free_guidance_is_one_batched_call_per_step():
+    backbone = CountingBackbone()
+    labels = diffkit.create_conditioner("labels", num_classes=3, dim=4)
+    d = GaussianDiffusion(backbone, (1, 4), linear_beta_schedule(50), conditioner=labels)
+    y = torch.tensor([0, 2])
+    d.sample(2, y=y, guidance_scale=3.0)
+    assert backbone.calls == 50 and set(backbone.batch_sizes) == {4}
+
+    x = torch.randn(2, 1, 4)
+    t = torch.tensor([3, 3])
+    eps, _ = d.predict(x, t, y=y, guidance_scale=3.0)
+    c = labels(y)[:, 0]
+    u = labels.null(2)[:, 0]
+    torch.testing.assert_close(eps[:, 0, 0], u + 3.0 * (c - u))

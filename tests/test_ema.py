@@ -1,0 +1,52 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from diffkit import EMA
+
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+
+
+def test_ema_copies_until_start_then_averages_exactly():
+    model = make()
+    ema = EMA(model, decay=0.9, start_step=2)
+    for _ in range(2):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        ema.update(model)
+    torch.testing.assert_close(ema.model[0].weight, model[0].weight)  # still copying
+    before = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(5.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model[0].weight, 0.9 * before + 0.1 * model[0].weight)
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)  # buffers are copied
+
+
+def test_ema_update_every_skips_steps():
+    model = make()
+    ema = EMA(model, decay=0.5, start_step=0, update_every=2)
+    start = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(2.0)
+    ema.update(model)
+    assert torch.equal(ema.model[0].weight, start)
+    ema.update(model)
+    torch.testing.assert_close(ema.model[0].weight, start + 1.0)
+    assert ema.state_dict()["num_updates"] == 2
+
+
+def test_ema_model_has_no_gradients_and_seed_name_works():
+    model = make()
+    ema = EMA(model, decay=0.0, start_step=0)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    with torch.no_grad():
+        model[0].bias.fill_(7.0)
+    ema.update_model_average(ema.model, model)
+    assert torch.equal(ema.model[0].bias, model[0].bias)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.5)
