@@ -1,0 +1,197 @@
+"""The run configuration: a TOML file, validated once here, at the edge.
+
+TOML because Python reads it with the standard library (``tomllib``), it has real types (a typo'd
+number stays a string and is caught), comments, and nested tables that map onto the sections below.
+Every error is one line naming the key path and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it."""
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored.
+    # strict: "3" is not 3; TOML already has real numbers and booleans.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RunSection(_Section):
+    dir: str = "runs/default"  # where checkpoints, samples and metrics go
+    seed: int = 0  # seeds every RNG; the same seed reproduces the run on the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available
+
+
+class DataSection(_Section):
+    dataset: str  # a name from diffkit.data.DATASETS, e.g. "shapes", "image_folder", "audio_folder"
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the dataset
+    batch_size: int = Field(32, ge=1)  # per process
+    num_workers: int = Field(0, ge=0)  # DataLoader workers; 0 keeps resume bit-exact
+
+
+class ConditionerSection(_Section):
+    name: str  # a conditioner plugin, e.g. "labels"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSection(_Section):
+    backbone: str  # a backbone plugin: "unet1d", "unet2d", "unet3d", "transformer", …
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the backbone's factory
+    conditioner: Optional[ConditionerSection] = None
+
+
+class DiffusionSection(_Section):
+    timesteps: int = Field(1000, ge=2)
+    schedule: Literal["linear", "cosine"] = "linear"
+    objective: Literal["eps", "x0", "v"] = "eps"
+    variance: Literal["beta", "posterior"] = "beta"  # σ² of the DDPM sampler
+    clip_x0: bool = True  # data lives in [-1, 1]
+
+
+class TrainSection(_Section):
+    steps: int = Field(1000, ge=1)  # optimizer steps
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up, then constant
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: Optional[float] = Field(1.0, gt=0)  # max global gradient norm; omit to disable
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
+    ema_decay: float = Field(0.9999, ge=0, le=1)
+    ema_start: int = Field(2000, ge=0)  # steps during which EMA just copies the weights
+    ema_every: int = Field(1, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 needs CUDA (it uses a gradient scaler)
+    compile: bool = False  # torch.compile the backbone
+    channels_last: bool = False  # memory format for 4-D / 5-D inputs on GPUs
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss or gradient: stop the run, or skip the batch
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(0, ge=0)  # 0: only at the end
+    checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
+    keep_checkpoints: int = Field(3, ge=1)
+    init_from: Optional[str] = None  # a run directory or checkpoint whose weights start this run
+
+
+class SampleSection(_Section):
+    num: int = Field(16, ge=1)
+    sampler: str = "ddim"
+    steps: Optional[int] = Field(50, ge=1)  # network calls; omit for all T (ddpm)
+    eta: float = Field(0.0, ge=0)
+    guidance_scale: float = 1.0
+    labels: Optional[list[int]] = None  # one per sample, for a conditional model; default: cycle the classes
+    use_ema: bool = True
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        from .samplers import SAMPLERS
+
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; choose one of {sorted(SAMPLERS)}")
+        return value
+
+
+class Config(_Section):
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection
+    model: ModelSection
+    diffusion: DiffusionSection = Field(default_factory=DiffusionSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(exclude_none=True))
+
+
+def _section_fields(loc: tuple) -> Optional[list[str]]:
+    """The accepted keys of the section that ``loc`` (a key path) points into."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return sorted(model.model_fields)
+
+
+def _one_line(error: dict[str, Any], source: str) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        accepted = _section_fields(loc) or []
+        close = difflib.get_close_matches(loc[-1], accepted, n=1)
+        hint = f" (did you mean '{'.'.join(loc[:-1] + (close[0],))}'?)" if close else ""
+        section = ".".join(loc[:-1]) or "top level"
+        return f"{source}: unknown key '{key}'{hint}; accepted keys in [{section}]: {', '.join(accepted)}"
+    if error["type"] == "missing":
+        return f"{source}: missing required key '{key}'"
+    message = error["msg"].replace("\n", " ").removeprefix("Value error, ")
+    return f"{source}: key '{key}': {message} (got {error.get('input')!r})"
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax (``3``, ``1e-4``, ``true``, ``[1, 2]``, ``"x"``), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to the raw config mapping."""
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        if not sep or not path.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        keys = path.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{key}' is a value, not a section")
+            node = child
+        node[keys[-1]] = parse_value(value.strip())
+    return data
+
+
+def validate(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw mapping; the first problem becomes a one-line :class:`ConfigError`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A misspelt key explains the "missing" error beside it: report it first.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        raise ConfigError(_one_line(first, source)) from None
+
+
+def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> Config:
+    """Read, override and validate a TOML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return validate(apply_overrides(data, overrides or []), str(path))
