@@ -71,9 +71,10 @@ def list_files(root: Path, extensions: tuple[str, ...], labels: bool) -> tuple[l
         raise DataError(root, f"no data files found; expected files ending in {', '.join(extensions)}{where}")
     if not labels:
         return files, [0] * len(files), None
-    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    parts = [p.relative_to(root).parts for p in files]
+    classes = sorted({part[0] for part in parts if len(part) > 1})
     index = {name: i for i, name in enumerate(classes)}
-    targets = [index.get(p.relative_to(root).parts[0], -1) if len(p.relative_to(root).parts) > 1 else -1 for p in files]
+    targets = [index[part[0]] if len(part) > 1 else -1 for part in parts]
     return files, targets, classes
 
 
@@ -87,6 +88,7 @@ class FolderDataset(Dataset):
 
     modality: str
     extensions: tuple[str, ...]
+    file_kind: str  # what a good file is, for error messages
     example_shape: tuple[int, ...]
 
     def _scan(self, root: PathLike, labels: bool, on_error: str, cache_bytes: int) -> None:
@@ -102,7 +104,9 @@ class FolderDataset(Dataset):
         for path, target in tqdm(list(zip(files, targets)), desc=f"checking {self.root}", leave=False, disable=len(files) < 500):
             try:
                 if target < 0:
-                    raise DataError(path, f"not inside a class sub-folder; expected {self.root}/<class>/{path.name} when labels=True")
+                    raise DataError(
+                        path, f"not inside a class sub-folder; expected {self.root}/<class>/{path.name} when labels=True"
+                    )
                 x = self._load_checked(path)
             except SkipFile as reason:
                 skipped.append(f"{path.relative_to(self.root)} ({one_line(reason)})")
@@ -133,7 +137,9 @@ class FolderDataset(Dataset):
         except (DataError, SkipFile):
             raise
         except Exception as error:  # every decoder fails its own way: report which file, in one line
-            raise DataError(path, f"unreadable or corrupt ({type(error).__name__}: {one_line(error)})") from error
+            raise DataError(
+                path, f"unreadable or corrupt ({type(error).__name__}: {one_line(error)}); expected a valid {self.file_kind}"
+            ) from error
 
     def load(self, path: Path) -> torch.Tensor:
         raise NotImplementedError
@@ -147,8 +153,9 @@ class FolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self._cache[index]
         if x is None:
-            x = self._load_checked(self.files[index])
-        return self.augment(x), self.targets[index]
+            return self.augment(self._load_checked(self.files[index])), self.targets[index]
+        # A copy, so that a caller writing into the example cannot change the cache.
+        return self.augment(x).clone(), self.targets[index]
 
 
 def random_flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import soundfile as sf
 import torch
+import torchaudio
 from PIL import Image
 
 
@@ -18,19 +20,144 @@ def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
+def _grid(tiles: list[np.ndarray], nrow: int, pad: int = 2) -> np.ndarray:
+    """Lay (h, w, c) uint8 tiles out row by row, ``nrow`` per row, each in a cell of the largest tile's size."""
+    h = max(t.shape[0] for t in tiles)
+    w = max(t.shape[1] for t in tiles)
+    c = tiles[0].shape[2]
+    rows = math.ceil(len(tiles) / nrow)
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, col = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
+    return grid
+
+
+def _save_png(pixels: np.ndarray, path: Union[str, os.PathLike]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+    return path
+
+
 def save_image_grid(x: torch.Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None, pad: int = 2) -> Path:
     """Save a batch of images (B, C, H, W) in [-1, 1] as one PNG grid, ``nrow`` images per row."""
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"save_image_grid expects (B, 1 or 3, H, W), got {tuple(x.shape)}")
     images = to_uint8_images(x)
-    b, h, w, c = images.shape
-    nrow = nrow or math.ceil(math.sqrt(b))
-    rows = math.ceil(b / nrow)
-    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    return _save_png(_grid(list(images), nrow, pad), path)
+
+
+def save_images(x: torch.Tensor, directory: Union[str, os.PathLike], stem: str = "image") -> list[Path]:
+    """Save each image of a batch (B, C, H, W) in [-1, 1] as ``directory/{stem}_{i:04d}.png``."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"save_images expects (B, 1 or 3, H, W), got {tuple(x.shape)}")
+    return [_save_png(img, Path(directory) / f"{stem}_{i:04d}.png") for i, img in enumerate(to_uint8_images(x))]
+
+
+def save_wav(x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int) -> Path:
+    """Save one waveform (C, L) in [-1, 1] as a 16-bit PCM WAV file."""
+    if x.ndim != 2:
+        raise ValueError(f"save_wav expects one waveform (C, L), got {tuple(x.shape)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)
+    # soundfile scales floats by 32767 and clips, so +1 and -1 both survive as full-scale samples.
+    sf.write(str(path), x.detach().float().cpu().clamp(-1, 1).T.numpy(), int(sample_rate), subtype="PCM_16", format="WAV")
     return path
+
+
+def save_volume(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
+    """Save one volume (C, D, H, W) in [-1, 1] as a float32 ``.npy`` array of the same shape."""
+    if x.ndim != 4:
+        raise ValueError(f"save_volume expects one volume (C, D, H, W), got {tuple(x.shape)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, x.detach().float().cpu().clamp(-1, 1).numpy())
+    return path
+
+
+# A dark-to-bright ramp (black, purple, red, orange, pale yellow) so that loudness reads at a glance.
+_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+
+
+def _colourise(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 along ``_RAMP``."""
+    stops = np.linspace(0, 1, len(_RAMP))
+    return np.stack([np.interp(values, stops, _RAMP[:, k]) for k in range(3)], axis=-1).round().astype(np.uint8)
+
+
+def save_spectrogram_png(
+    x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int, n_mels: int = 64, top_db: float = 80.0
+) -> Path:
+    """Save mel spectrograms of a waveform (C, L) or a batch (B, C, L) as one PNG, one example per row.
+
+    Channels are mixed to mono; loudness is in dB, the batch's loudest bin brightest and anything
+    ``top_db`` below it black; low frequencies at the bottom.
+    """
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"save_spectrogram_png expects (C, L) or (B, C, L), got {tuple(x.shape)}")
+    length = x.shape[-1]
+    if length < 32:
+        raise ValueError(f"save_spectrogram_png needs at least 32 samples, got {length}")
+    n_fft = min(1024, 2 ** int(math.log2(length)))
+    # Fewer mel bands for short windows, so that no band falls between two FFT bins and stays empty.
+    n_mels = max(1, min(n_mels, n_fft // 16))
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=int(sample_rate), n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels)
+    power = mel(x.detach().float().cpu().clamp(-1, 1).mean(dim=1))  # (B, n_mels, frames)
+    db = 10 * torch.log10(power.clamp_min(1e-10))
+    db = db.clamp_min(db.max() - top_db)
+    level = ((db - db.min()) / (db.max() - db.min()).clamp_min(1e-6)).flip(1).numpy()
+    return _save_png(_grid([_colourise(s) for s in level], nrow=1), path)
+
+
+def save_volume_slices_png(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
+    """Save the middle slices of a volume (C, D, H, W) or a batch (B, C, D, H, W) as one PNG.
+
+    One row per example and channel, holding the slices through the centre across D, H and W.
+    """
+    if x.ndim == 4:
+        x = x[None]
+    if x.ndim != 5:
+        raise ValueError(f"save_volume_slices_png expects (C, D, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    _, _, d, h, w = x.shape
+    tiles = []
+    for volume in x.flatten(0, 1):  # (D, H, W) per example and channel
+        for plane in (volume[d // 2], volume[:, h // 2], volume[:, :, w // 2]):
+            tiles.append(plane.numpy()[..., None])
+    return _save_png(_grid(tiles, nrow=3), path)
+
+
+def save_samples(
+    x: torch.Tensor,
+    modality: str,
+    directory: Union[str, os.PathLike],
+    *,
+    stem: str = "sample",
+    sample_rate: Optional[int] = None,
+) -> list[Path]:
+    """Write a batch in its modality's own form; returns the paths written.
+
+    image (B, C, H, W): one grid PNG ``{stem}.png``. audio (B, C, L): ``{stem}_{i:04d}.wav`` per example
+    and ``{stem}_spectrogram.png`` (needs ``sample_rate``). volume (B, C, D, H, W): ``{stem}_{i:04d}.npy``
+    per example and ``{stem}_slices.png``.
+    """
+    directory = Path(directory)
+    ranks = {"image": 4, "audio": 3, "volume": 5}
+    if modality not in ranks:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(ranks)}")
+    if x.ndim != ranks[modality]:
+        raise ValueError(f"{modality} samples must have rank {ranks[modality]} (B, C, ...), got shape {tuple(x.shape)}")
+    if modality == "image":
+        return [save_image_grid(x, directory / f"{stem}.png")]
+    if modality == "audio":
+        if sample_rate is None:
+            raise ValueError("save_samples: audio needs 'sample_rate'")
+        paths = [save_wav(wave, directory / f"{stem}_{i:04d}.wav", sample_rate) for i, wave in enumerate(x)]
+        return paths + [save_spectrogram_png(x, directory / f"{stem}_spectrogram.png", sample_rate)]
+    paths = [save_volume(volume, directory / f"{stem}_{i:04d}.npy") for i, volume in enumerate(x)]
+    return paths + [save_volume_slices_png(x, directory / f"{stem}_slices.png")]

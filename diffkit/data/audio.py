@@ -1,0 +1,112 @@
+"""A folder of WAV / FLAC files as a dataset of (C, length) waveforms in [-1, 1]."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio.functional
+
+from .folder import DEFAULT_CACHE_BYTES, DataError, FolderDataset, PathLike, SkipFile, check_choice
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+# torchaudio's polyphase resampler builds a (new/g) x (orig/g) kernel, g = gcd of the two rates;
+# above this many entries the kernel would take gigabytes, so such a pair of rates is refused.
+MAX_RESAMPLE_KERNEL = 1 << 22
+
+
+def can_resample(orig: int, new: int) -> bool:
+    """Whether torchaudio can resample between these rates with a kernel of reasonable size."""
+    if orig <= 0 or new <= 0:
+        return False
+    g = math.gcd(orig, new)
+    return (orig // g) * (new // g) <= MAX_RESAMPLE_KERNEL
+
+
+def _check_riff_size(path: Path) -> None:
+    """Refuse a WAV file shorter than its RIFF header declares: libsndfile would quietly read what is left."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return  # not plain RIFF/WAVE (FLAC, RF64, ...): libsndfile judges it
+    declared = int.from_bytes(head[4:8], "little") + 8
+    actual = path.stat().st_size
+    # Streaming writers leave the size 0 or 0xFFFFFFFF when they cannot seek back; nothing to compare then.
+    if declared - 8 not in (0, 0xFFFFFFFF) and actual < declared:
+        raise DataError(
+            path, f"truncated: its header declares {declared} bytes but the file has {actual}; expected a complete WAV file"
+        )
+
+
+class AudioFolder(FolderDataset):
+    """Every ``.wav`` / ``.flac`` under ``root`` as random crops of ``length`` samples at ``sample_rate``.
+
+    ``channels=1`` mixes every file down to mono (the mean of its channels); a larger ``channels``
+    keeps the file's channels and requires exactly that many. Files at another rate are resampled
+    with ``torchaudio.functional.resample``. A clip shorter than ``length`` is padded with silence at
+    its end (``short="pad"``) or left out with a warning (``short="skip"``). Decoded, resampled clips
+    are cached in memory up to ``cache_bytes``; the rest are decoded again at each access. Float
+    files with samples beyond [-1, 1] are clipped. With ``labels`` the class is the sub-folder.
+    """
+
+    modality = "audio"
+    extensions = AUDIO_EXTENSIONS
+    file_kind = "WAV or FLAC file"
+
+    def __init__(
+        self,
+        root: PathLike,
+        sample_rate: int = 16000,
+        length: int = 16384,
+        channels: int = 1,
+        short: str = "pad",
+        labels: bool = False,
+        on_error: str = "raise",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if sample_rate <= 0 or length <= 0 or channels <= 0:
+            raise ValueError(
+                f"audio_folder: 'sample_rate', 'length' and 'channels' must be positive, got {sample_rate}, {length}, {channels}"
+            )
+        check_choice("short", short, ("pad", "skip"))
+        self.sample_rate = int(sample_rate)
+        self.length = int(length)
+        self.channels = int(channels)
+        self.short = short
+        self.example_shape = (self.channels, self.length)
+        self._scan(root, labels, on_error, cache_bytes)
+
+    def load(self, path: Path) -> torch.Tensor:
+        _check_riff_size(path)
+        info = sf.info(str(path))  # header first: cheap checks before decoding
+        if self.channels > 1 and info.channels != self.channels:
+            raise DataError(path, f"has {info.channels} channel(s); expected {self.channels}")
+        if info.samplerate != self.sample_rate and not can_resample(info.samplerate, self.sample_rate):
+            raise DataError(
+                path,
+                f"sample rate {info.samplerate} Hz cannot be resampled to {self.sample_rate} Hz "
+                f"(no usable common factor); expected a rate such as {self.sample_rate} Hz",
+            )
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
+        if data.shape[0] == 0:
+            raise DataError(path, f"holds no samples; expected at least 1 (and {self.length} to avoid padding)")
+        if not np.isfinite(data).all():
+            raise DataError(path, "holds NaN or infinite samples; expected finite values in [-1, 1]")
+        x = torch.from_numpy(np.ascontiguousarray(data.T))
+        if self.channels == 1:
+            x = x.mean(dim=0, keepdim=True)
+        if rate != self.sample_rate:
+            x = torchaudio.functional.resample(x, rate, self.sample_rate)
+        if x.shape[-1] < self.length:
+            if self.short == "skip":
+                raise SkipFile(f"too short: {x.shape[-1]} samples at {self.sample_rate} Hz < length {self.length}")
+            x = F.pad(x, (0, self.length - x.shape[-1]))
+        return x.clamp_(-1, 1).contiguous()
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        start = int(torch.randint(0, x.shape[-1] - self.length + 1, ()))
+        return x[:, start : start + self.length]

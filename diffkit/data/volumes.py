@@ -1,0 +1,131 @@
+"""A folder of 3-D arrays (``.npy``, or NIfTI with nibabel) as a dataset of (C, D, H, W) tensors in [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .folder import DEFAULT_CACHE_BYTES, DataError, FolderDataset, PathLike, check_choice, random_flip
+
+VOLUME_EXTENSIONS = (".npy", ".nii", ".nii.gz")
+# normalize="percentile" maps these percentiles of each channel to -1 and 1 (robust to outliers).
+PERCENTILES = (0.5, 99.5)
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    try:
+        import nibabel  # optional: only NIfTI needs it
+    except ImportError:
+        raise DataError(
+            path, "reading NIfTI needs nibabel, which is not installed; expected `pip install 'diffkit[nifti]'`"
+        ) from None
+    array = np.asarray(nibabel.load(str(path)).dataobj)
+    # NIfTI keeps channels (or time) on the last axis; diffkit wants them first.
+    return np.moveaxis(array, -1, 0) if array.ndim == 4 else array
+
+
+class VolumeFolder(FolderDataset):
+    """Every ``.npy`` / ``.nii`` / ``.nii.gz`` under ``root`` as ``(channels, *shape)`` tensors in [-1, 1].
+
+    An array of rank 3 is one channel ``(D, H, W)``; rank 4 is ``(C, D, H, W)`` (NIfTI: ``(X, Y, Z, C)``)
+    and its ``C`` must equal ``channels``. ``normalize`` maps intensities to [-1, 1] per channel of each
+    volume: ``"minmax"`` (min → -1, max → 1; a constant channel becomes -1), ``"percentile"`` (the 0.5th
+    and 99.5th percentiles → -1 and 1, clipped beyond), or ``"none"`` (values must already lie in
+    [-1, 1]). Each spatial axis is then cropped (centre, or random with ``crop="random"``) or padded
+    with -1 on both sides to ``shape``. ``flip_axes`` lists spatial axes (0, 1, 2) mirrored with
+    probability 1/2 at each access. NaN or infinite voxels are bad input.
+    """
+
+    modality = "volume"
+    extensions = VOLUME_EXTENSIONS
+    file_kind = ".npy array or NIfTI volume"
+
+    def __init__(
+        self,
+        root: PathLike,
+        shape: tuple[int, int, int] = (32, 32, 32),
+        channels: int = 1,
+        normalize: str = "minmax",
+        crop: str = "center",
+        flip_axes: tuple[int, ...] = (),
+        labels: bool = False,
+        on_error: str = "raise",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"volume_folder: 'shape' must be three positive sizes (D, H, W), got {shape}")
+        if channels < 1:
+            raise ValueError(f"volume_folder: 'channels' must be positive, got {channels}")
+        check_choice("normalize", normalize, ("minmax", "percentile", "none"))
+        check_choice("crop", crop, ("center", "random"))
+        if any(a not in (0, 1, 2) for a in flip_axes):
+            raise ValueError(f"volume_folder: 'flip_axes' must be spatial axes among 0, 1, 2, got {tuple(flip_axes)}")
+        self.shape = shape
+        self.channels = channels
+        self.normalize = normalize
+        self.crop = crop
+        self.flip_axes = tuple(sorted(set(flip_axes)))
+        self.example_shape = (channels, *shape)
+        self._scan(root, labels, on_error, cache_bytes)
+
+    def load(self, path: Path) -> torch.Tensor:
+        if path.name.lower().endswith(".npy"):
+            array = np.load(path, allow_pickle=False)  # never unpickle what a folder holds
+        else:
+            array = _read_nifti(path)
+        if array.dtype.kind not in "biuf":
+            raise DataError(path, f"has dtype {array.dtype}; expected real numbers")
+        if array.ndim == 3:
+            array = array[None]
+        elif array.ndim != 4:
+            raise DataError(path, f"has rank {array.ndim} (shape {array.shape}); expected (D, H, W) or (C, D, H, W)")
+        if array.shape[0] != self.channels:
+            raise DataError(path, f"has {array.shape[0]} channel(s) (shape {array.shape}); expected {self.channels}")
+        if 0 in array.shape:
+            raise DataError(path, f"is empty (shape {array.shape}); expected at least one voxel")
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if not torch.isfinite(x).all():
+            raise DataError(path, f"holds {int((~torch.isfinite(x)).sum())} NaN or infinite voxel(s); expected finite values")
+        x = self._normalize(path, x)
+        if self.crop == "center":
+            x = self._crop_or_pad(x, random=False)
+        return x.contiguous()
+
+    def _normalize(self, path: Path, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        if self.normalize == "none":
+            lo, hi = float(flat.min()), float(flat.max())
+            if lo < -1 or hi > 1:
+                raise DataError(path, f"values span [{lo:g}, {hi:g}]; expected [-1, 1] with normalize='none'")
+            return x
+        if self.normalize == "minmax":
+            lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+        else:
+            # numpy rather than torch.quantile, which refuses inputs of more than 2**24 elements.
+            lo, hi = torch.from_numpy(np.percentile(flat.numpy(), PERCENTILES, axis=1).astype(np.float32))
+        lo, hi = lo.view(-1, 1, 1, 1), hi.view(-1, 1, 1, 1)
+        span = hi - lo
+        # A constant channel has no range to stretch; it maps to -1 (background) rather than to NaN.
+        scaled = torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(x))
+        return (scaled * 2 - 1).clamp_(-1, 1)
+
+    def _crop_or_pad(self, x: torch.Tensor, random: bool) -> torch.Tensor:
+        for axis, want in enumerate(self.shape, start=1):
+            have = x.shape[axis]
+            if have > want:
+                start = int(torch.randint(0, have - want + 1, ())) if random else (have - want) // 2
+                x = x.narrow(axis, start, want)
+            elif have < want:
+                before = (want - have) // 2
+                pad = [0, 0] * (3 - axis) + [before, want - have - before]  # F.pad lists the last axis first
+                x = F.pad(x, pad, value=-1.0)
+        return x
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop == "random":
+            x = self._crop_or_pad(x, random=True)
+        return random_flip(x, tuple(a + 1 for a in self.flip_axes))

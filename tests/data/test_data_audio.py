@@ -1,0 +1,163 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from diffkit.data import AudioFolder, create_dataset
+
+
+def write(path, samples, rate, subtype=None):
+    """``samples`` is (frames,) or (frames, channels)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.asarray(samples), rate, subtype=subtype)
+    return path
+
+
+def dominant_frequency(x, rate):
+    spectrum = np.abs(np.fft.rfft(np.asarray(x, dtype=np.float64)))
+    return np.fft.rfftfreq(len(x), 1 / rate)[spectrum.argmax()]
+
+
+def test_resampling_keeps_the_pitch(tmp_path):
+    t = np.arange(8000) / 8000
+    write(tmp_path / "a440.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 8000, subtype="FLOAT")
+    ds = AudioFolder(tmp_path, sample_rate=16000, length=16000)
+    assert ds.sample_rate == 16000 and ds.modality == "audio" and ds.example_shape == (1, 16000)
+    x, y = ds[0]
+    assert x.shape == (1, 16000) and x.dtype == torch.float32 and y == 0
+    assert dominant_frequency(x[0], 16000) == pytest.approx(440, abs=1.0)
+    # The amplitude survives too: RMS of a 0.5 sine is 0.5 / sqrt(2).
+    assert float(x[0, 1000:-1000].pow(2).mean().sqrt()) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+
+
+def test_flac_downsampled(tmp_path):
+    t = np.arange(44100) / 44100
+    write(tmp_path / "a.flac", 0.4 * np.sin(2 * np.pi * 1000 * t), 44100)
+    x, _ = AudioFolder(tmp_path, sample_rate=16000, length=16000)[0]
+    assert dominant_frequency(x[0], 16000) == pytest.approx(1000, abs=1.0)
+
+
+def test_mono_mix_down_and_kept_channels(tmp_path):
+    stereo = np.stack([np.full(64, 0.5), np.full(64, -0.25)], axis=1)
+    write(tmp_path / "s.wav", stereo, 8000)  # PCM_16 holds 0.5 and -0.25 exactly
+    mono, _ = AudioFolder(tmp_path, sample_rate=8000, length=64)[0]
+    assert torch.equal(mono, torch.full((1, 64), 0.125))
+    both = AudioFolder(tmp_path, sample_rate=8000, length=64, channels=2)
+    assert both.example_shape == (2, 64)
+    assert torch.equal(both[0][0], torch.tensor([[0.5], [-0.25]]).expand(2, 64))
+
+
+def test_full_scale_samples_reach_minus_one_and_clipping_of_float_files(tmp_path):
+    write(tmp_path / "int.wav", np.array([-32768, 32767, 0, 0], dtype=np.int16), 8000)
+    write(tmp_path / "float.wav", np.array([-1.0, 1.0, 1.5, -2.0], dtype=np.float32), 8000, subtype="FLOAT")
+    ds = AudioFolder(tmp_path, sample_rate=8000, length=4)
+    xs = {p.name: ds[i][0][0] for i, p in enumerate(ds.files)}
+    assert torch.equal(xs["int.wav"], torch.tensor([-1.0, 32767 / 32768, 0.0, 0.0]))
+    assert torch.equal(xs["float.wav"], torch.tensor([-1.0, 1.0, 1.0, -1.0]))
+
+
+def test_random_crops_are_slices_drawn_from_torch_rng(tmp_path):
+    ramp = np.arange(1000, dtype=np.float32) / 1000
+    write(tmp_path / "ramp.wav", ramp, 8000, subtype="FLOAT")
+    ds = AudioFolder(tmp_path, sample_rate=8000, length=100)
+
+    def starts():
+        out = []
+        for _ in range(10):
+            x = ds[0][0][0].numpy()
+            start = int(round(x[0] * 1000))
+            assert np.array_equal(x, ramp[start : start + 100])
+            out.append(start)
+        return out
+
+    torch.manual_seed(0)
+    first = starts()
+    torch.manual_seed(0)
+    assert starts() == first
+    assert len(set(first)) > 5 and all(0 <= s <= 900 for s in first)
+
+
+def test_short_clips_are_padded_or_skipped(tmp_path, skip_warning):
+    write(tmp_path / "short.wav", np.full(50, 0.5, np.float32), 8000, subtype="FLOAT")
+    write(tmp_path / "long.wav", np.full(200, 0.25, np.float32), 8000, subtype="FLOAT")
+    padded = AudioFolder(tmp_path, sample_rate=8000, length=100)
+    x = padded[padded.files.index(tmp_path / "short.wav")][0][0]
+    assert torch.equal(x[:50], torch.full((50,), 0.5)) and torch.equal(x[50:], torch.zeros(50))
+    ds, message = skip_warning(lambda: AudioFolder(tmp_path, sample_rate=8000, length=100, short="skip"))
+    assert [p.name for p in ds.files] == ["long.wav"]
+    assert message.startswith("skipped 1 of 2 files") and "short.wav (too short: 50 samples" in message
+
+
+def test_labels_from_sub_folders(tmp_path):
+    for cls, name in [("dog", "d1.wav"), ("cat", "c1.flac"), ("cat", "c2.wav")]:
+        write(tmp_path / cls / name, np.zeros(32), 8000)
+    ds = create_dataset("audio_folder", root=tmp_path, sample_rate=8000, length=32, labels=True)
+    assert ds.classes == ["cat", "dog"]
+    assert {p.name: ds[i][1] for i, p in enumerate(ds.files)} == {"c1.flac": 0, "c2.wav": 0, "d1.wav": 1}
+
+
+def test_uncached_clips_match_cached_ones(tmp_path):
+    write(tmp_path / "a.wav", np.linspace(-1, 1, 64), 8000, subtype="FLOAT")
+    write(tmp_path / "b.wav", np.linspace(1, -1, 64), 8000, subtype="FLOAT")
+    cached = AudioFolder(tmp_path, sample_rate=8000, length=64)
+    # Room for one clip only (64 float32 samples): the second is decoded again at each access.
+    partly = AudioFolder(tmp_path, sample_rate=8000, length=64, cache_bytes=64 * 4)
+    assert partly._cache[0] is not None and partly._cache[1] is None
+    assert all(torch.equal(cached[i][0], partly[i][0]) for i in range(2))
+
+
+def test_bad_inputs_raise_one_line_errors_naming_the_file(tmp_path, data_error):
+    def folder(name):
+        (tmp_path / name).mkdir()
+        return tmp_path / name
+
+    empty = folder("empty")
+    data_error(lambda: AudioFolder(empty), "empty", ".wav")
+
+    corrupt = folder("corrupt")
+    (corrupt / "noise.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEgarbage!")
+    data_error(lambda: AudioFolder(corrupt), "noise.wav", "corrupt")
+
+    truncated = folder("truncated")
+    write(truncated / "cut.wav", np.zeros(1000), 8000)
+    data = (truncated / "cut.wav").read_bytes()
+    (truncated / "cut.wav").write_bytes(data[:300])
+    data_error(lambda: AudioFolder(truncated, sample_rate=8000, length=8), "cut.wav", "truncated", "300")
+
+    bad_flac = folder("bad_flac")
+    write(bad_flac / "cut.flac", np.random.default_rng(0).uniform(-1, 1, 20000), 8000)
+    data = (bad_flac / "cut.flac").read_bytes()
+    (bad_flac / "cut.flac").write_bytes(data[:30])
+    data_error(lambda: AudioFolder(bad_flac, sample_rate=8000, length=8), "cut.flac", "corrupt")
+
+    mono = folder("mono")
+    write(mono / "one.wav", np.zeros(16), 8000)
+    data_error(lambda: AudioFolder(mono, sample_rate=8000, length=8, channels=2), "one.wav", "1 channel", "expected 2")
+
+    odd = folder("odd")
+    write(odd / "odd_rate.wav", np.zeros(16), 44101)
+    data_error(lambda: AudioFolder(odd, sample_rate=16000, length=8), "odd_rate.wav", "44101 Hz", "16000 Hz")
+
+    nan = folder("nan")
+    write(nan / "nan.wav", np.array([0.0, np.nan, 0.0], np.float32), 8000, subtype="FLOAT")
+    data_error(lambda: AudioFolder(nan, sample_rate=8000, length=3), "nan.wav", "NaN")
+
+    silent = folder("silent")
+    write(silent / "zero.wav", np.zeros(0), 8000)
+    data_error(lambda: AudioFolder(silent, sample_rate=8000, length=3), "zero.wav", "no samples")
+
+
+def test_skip_counts_every_bad_file_in_one_warning(tmp_path, skip_warning):
+    write(tmp_path / "good.wav", np.zeros(16), 8000)
+    write(tmp_path / "odd.wav", np.zeros(16), 44101)
+    (tmp_path / "junk.flac").write_bytes(b"fLaC nonsense")
+    ds, message = skip_warning(lambda: AudioFolder(tmp_path, sample_rate=8000, length=16, on_error="skip"))
+    assert len(ds) == 1 and ds[0][0].shape == (1, 16)
+    assert message.startswith(f"skipped 2 of 3 files in {tmp_path}: junk.flac (") and "odd.wav (sample rate 44101" in message
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="short"):
+        AudioFolder(".", short="trim")
+    with pytest.raises(ValueError, match="positive"):
+        AudioFolder(".", length=0)

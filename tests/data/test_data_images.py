@@ -1,0 +1,171 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffkit.data import DataError, ImageFolder, create_dataset
+
+
+def write(path, pixels, **save_options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, **save_options)
+    return path
+
+
+def test_png_and_jpeg_scaled_to_exact_range_with_labels_from_sub_folders(tmp_path):
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8).reshape(8, 8)[..., None], (1, 1, 3))
+    write(tmp_path / "dogs" / "ramp.png", ramp)
+    write(tmp_path / "cats" / "white.jpg", np.full((8, 8, 3), 255, np.uint8), quality=100)
+    write(tmp_path / "cats" / "black.jpeg", np.zeros((8, 8, 3), np.uint8), quality=100)
+    ds = ImageFolder(tmp_path, size=8, channels=3, labels=True)
+    assert ds.classes == ["cats", "dogs"]
+    assert ds.modality == "image" and ds.example_shape == (3, 8, 8) and len(ds) == 3
+    got = {p.name: ds[i] for i, p in enumerate(ds.files)}
+    assert [got[n][1] for n in ("black.jpeg", "white.jpg", "ramp.png")] == [0, 0, 1]
+    assert torch.equal(got["black.jpeg"][0], torch.full((3, 8, 8), -1.0))
+    assert torch.equal(got["white.jpg"][0], torch.full((3, 8, 8), 1.0))
+    x = got["ramp.png"][0]
+    assert x.dtype == torch.float32 and x.shape == (3, 8, 8)
+    expected = torch.from_numpy(ramp.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
+    assert torch.allclose(x, expected, atol=1e-6)
+    assert x[0, 0, 0] == -1.0
+
+
+def test_unlabelled_folder_is_recursive_and_labels_zero(tmp_path):
+    write(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    write(tmp_path / "sub" / "b.png", np.zeros((4, 4), np.uint8))
+    write(tmp_path / "notes.txt.bak", np.zeros((4, 4), np.uint8), format="PNG")  # not an image extension
+    ds = create_dataset("image_folder", root=tmp_path, size=4, channels=1)
+    assert ds.classes is None and len(ds) == 2 and [ds[i][1] for i in range(2)] == [0, 0]
+
+
+def test_grey_and_sixteen_bit_png(tmp_path):
+    values = np.array([[0, 32768], [65535, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")  # opens as mode I;16
+    x, _ = ImageFolder(tmp_path, size=2, channels=1)[0]
+    assert x.shape == (1, 2, 2)
+    assert torch.allclose(x[0], torch.tensor([[-1.0, 32768 / 65535 * 2 - 1], [1.0, 1.0]]), atol=1e-6)
+
+
+def test_crop_keeps_the_centre_and_stretch_squeezes(tmp_path):
+    columns = np.tile((np.arange(16) * 16).astype(np.uint8), (8, 1))  # 8 x 16, column j has value 16 j
+    write(tmp_path / "wide.png", columns)
+    crop = ImageFolder(tmp_path, size=8, channels=1, resize="crop")[0][0][0]
+    assert torch.allclose(crop[0], torch.from_numpy(np.arange(4, 12) * 16 / 127.5 - 1).float(), atol=1e-6)
+    stretch = ImageFolder(tmp_path, size=8, channels=1, resize="stretch")[0][0][0]
+    assert stretch.shape == (8, 8)
+    row = stretch[0]
+    assert (row[1:] > row[:-1]).all()  # still a ramp, over all 16 source columns
+    assert row[0] < crop[0, 0] and row[-1] > crop[0, -1]
+    rect = ImageFolder(tmp_path, size=(4, 8), channels=1, resize="stretch")
+    assert rect.example_shape == (1, 4, 8) and rect[0][0].shape == (1, 4, 8)
+
+
+def test_downscaling_stays_in_range(tmp_path):
+    rng = np.random.default_rng(0)
+    write(tmp_path / "noise.png", rng.integers(0, 256, (37, 23, 3), dtype=np.uint8))
+    x, _ = ImageFolder(tmp_path, size=8)[0]
+    assert x.shape == (3, 8, 8) and x.min() >= -1 and x.max() <= 1
+
+
+def test_resize_none_rejects_other_sizes(tmp_path, data_error):
+    write(tmp_path / "odd.png", np.zeros((5, 7), np.uint8))
+    data_error(lambda: ImageFolder(tmp_path, size=8, channels=1, resize="none"), "odd.png", "5x7", "8x8")
+
+
+def test_flip_uses_torch_global_rng(tmp_path):
+    write(tmp_path / "a.png", np.tile(np.arange(0, 160, 20, dtype=np.uint8), (8, 1)))
+    ds = ImageFolder(tmp_path, size=8, channels=1, flip=True)
+    plain = ImageFolder(tmp_path, size=8, channels=1)[0][0]
+
+    def draws():
+        return [ds[0][0] for _ in range(20)]
+
+    torch.manual_seed(3)
+    first = draws()
+    torch.manual_seed(3)
+    again = draws()
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    flipped = [torch.equal(x, plain.flip(-1)) for x in first]
+    assert all(f or torch.equal(x, plain) for f, x in zip(flipped, first))
+    assert 0 < sum(flipped) < 20
+
+
+def test_uncached_files_give_the_same_examples(tmp_path):
+    write(tmp_path / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    cached = ImageFolder(tmp_path, size=8, channels=1)
+    uncached = ImageFolder(tmp_path, size=8, channels=1, cache_bytes=0)
+    assert uncached._cache == [None] and torch.equal(cached[0][0], uncached[0][0])
+
+
+def test_convert_turns_rgba_and_grey_into_the_requested_channels(tmp_path):
+    write(tmp_path / "rgba.png", np.full((4, 4, 4), 255, np.uint8))
+    write(tmp_path / "grey.png", np.zeros((4, 4), np.uint8))
+    ds = ImageFolder(tmp_path, size=4, channels=3, convert=True)
+    xs = {p.name: ds[i][0] for i, p in enumerate(ds.files)}
+    assert torch.equal(xs["rgba.png"], torch.ones(3, 4, 4)) and torch.equal(xs["grey.png"], -torch.ones(3, 4, 4))
+
+
+def test_bad_inputs_raise_one_line_errors_naming_the_file(tmp_path, data_error):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data_error(lambda: ImageFolder(empty), "empty", ".png")
+
+    truncated = tmp_path / "truncated"
+    write(truncated / "t.png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = (truncated / "t.png").read_bytes()
+    (truncated / "t.png").write_bytes(data[: len(data) // 2])
+    data_error(lambda: ImageFolder(truncated, size=64), "t.png", "corrupt")
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all")
+    data_error(lambda: ImageFolder(corrupt), "junk.jpg", "corrupt", "expected a valid PNG or JPEG image")
+
+    rgba = tmp_path / "rgba"
+    write(rgba / "alpha.png", np.zeros((4, 4, 4), np.uint8))
+    data_error(lambda: ImageFolder(rgba, size=4, channels=3), "alpha.png", "4 channel", "expected 3")
+
+    grey = tmp_path / "grey"
+    write(grey / "g.png", np.zeros((4, 4), np.uint8))
+    data_error(lambda: ImageFolder(grey, size=4, channels=3), "g.png", "1 channel", "expected 3")
+
+    loose = tmp_path / "loose"
+    write(loose / "cls" / "ok.png", np.zeros((4, 4), np.uint8))
+    write(loose / "stray.png", np.zeros((4, 4), np.uint8))
+    data_error(lambda: ImageFolder(loose, size=4, channels=1, labels=True), "stray.png", "class sub-folder")
+
+    data_error(lambda: ImageFolder(tmp_path / "missing"), "missing", "not a folder")
+
+
+def test_skip_leaves_bad_files_out_with_one_counted_warning(tmp_path, skip_warning, data_error):
+    for name in ("a.png", "b.png", "c.png"):
+        write(tmp_path / name, np.zeros((4, 4), np.uint8))
+    write(tmp_path / "rgb.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    ds, message = skip_warning(lambda: ImageFolder(tmp_path, size=4, channels=1, on_error="skip"))
+    assert len(ds) == 3 and [p.name for p in ds.files] == ["a.png", "b.png", "c.png"]
+    assert message.startswith(f"skipped 2 of 5 files in {tmp_path}")
+    assert "junk.png (" in message and "rgb.png (" in message
+
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "c.png").write_bytes(b"")
+    data_error(lambda: ImageFolder(tmp_path, size=4, channels=1, on_error="skip"), "no usable files", "skipped 5 of 5")
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="channels"):
+        ImageFolder(".", channels=2)
+    with pytest.raises(ValueError, match="resize"):
+        ImageFolder(".", resize="squash")
+    with pytest.raises(ValueError, match="on_error"):
+        ImageFolder(".", on_error="ignore")
+    assert issubclass(DataError, ValueError)
+
+
+def test_writing_into_an_example_leaves_the_dataset_unchanged(tmp_path):
+    write(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    ds = ImageFolder(tmp_path, size=4, channels=1)
+    ds[0][0].fill_(0.5)
+    assert torch.equal(ds[0][0], -torch.ones(1, 4, 4))
