@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   diffkit train examples/shapes.toml --set train.steps=200 --set run.dir=runs/quick
   diffkit train examples/shapes.toml --resume          # continue the run in its run.dir
   diffkit sample runs/shapes --num 64 --sampler ddim --steps 50
+  diffkit export-demo tones data/tones --num 256      # a folder of WAV files to train on
 """
 
 
@@ -52,7 +53,38 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("export-demo", help="write a built-in demo set as real files (PNG, WAV or .npy)",
+                       description="Write a built-in demo dataset into class sub-folders, to try the folder "
+                                   "datasets (image_folder, audio_folder, volume_folder) without data of your own.")
+    e.add_argument("dataset", help="a built-in set: shapes, tones, solids or digits")
+    e.add_argument("out", type=Path, help="output folder (created; must be empty or new)")
+    e.add_argument("--num", type=int, default=128, help="number of examples (default 128)")
     return p
+
+
+def cmd_export_demo(args: argparse.Namespace) -> int:
+    from .data import DATASETS, create_dataset, save_images, save_volume, save_wav
+    from .config import ConfigError
+
+    builtin = ("shapes", "tones", "solids", "digits")
+    if args.dataset not in builtin:
+        raise ConfigError(f"export-demo: unknown demo set {args.dataset!r}; choose one of {', '.join(builtin)}")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise ConfigError(f"export-demo: '{args.out}' is not empty; choose a new folder")
+    options = {} if args.dataset == "digits" else {"num_examples": args.num}
+    dataset = create_dataset(args.dataset, **options)
+    count = min(args.num, len(dataset))
+    for i in range(count):
+        x, y = dataset[i]
+        folder = args.out / (dataset.classes[y].replace(" ", "_") if dataset.classes else "all")
+        if dataset.modality == "image":
+            save_images(x[None], folder, stem=f"{i:05d}")
+        elif dataset.modality == "audio":
+            save_wav(x, folder / f"{i:05d}.wav", dataset.sample_rate)
+        else:
+            save_volume(x, folder / f"{i:05d}.npy")
+    print(f"wrote {count} {dataset.modality} files to {args.out}")
+    return 0
 
 
 def cmd_plugins() -> int:
@@ -137,6 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_train(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "export-demo":
+            return cmd_export_demo(args)
     except (ConfigError, TrainingError, CheckpointError, PluginError) as exc:
         print(f"diffkit: error: {exc}", file=sys.stderr)
         return 2

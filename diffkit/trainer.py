@@ -426,7 +426,7 @@ class Trainer:
                 rate = steps_done / (time.perf_counter() - started)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
                 if d.main:
-                    row = {"step": step, "loss": mean_loss, "lr": self._lr(step - 1), "grad_norm": grad_norm,
+                    row = {"step": step, "processes": d.world, "loss": mean_loss, "lr": self._lr(step - 1), "grad_norm": grad_norm,
                            "steps_per_s": rate, "skipped_batches": self.skipped}
                     with open(metrics, "a") as f:
                         f.write(json.dumps(row) + "\n")

@@ -1,0 +1,5 @@
+"""An example third-party diffkit plugin: the ``tinyconv`` backbone."""
+
+from .plugin import TinyConv
+
+__all__ = ["TinyConv"]

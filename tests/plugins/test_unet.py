@@ -1,0 +1,131 @@
+"""unet1d / unet2d / unet3d: the protocol, long audio, volumes, checkpointing, the CIFAR-10 preset."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import diffkit
+from diffkit.layers import Downsample, Upsample, group_norm
+from diffkit.testing import check_backbone
+
+TINY = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[1])
+
+
+@pytest.mark.parametrize("name, shape", [("unet1d", (2, 32)), ("unet2d", (1, 8, 8)), ("unet3d", (1, 8, 8, 8))])
+def test_conforms_to_the_backbone_protocol(name, shape):
+    checked = check_backbone(name, input_shape=shape, cond_dim=6, in_channels=shape[0], **TINY)
+    assert {"uses t", "uses cond", "gradients", "bf16 autocast"} <= set(checked)
+
+
+def test_conforms_with_checkpointing_dropout_and_factor_4():
+    check_backbone("unet1d", input_shape=(1, 64), cond_dim=4, channels=[8, 16, 16], num_res_blocks=1,
+                   attention_levels=[2], downsample_factors=[4, 2], dropout=0.1, gradient_checkpointing=True)
+
+
+def test_narrow_levels_still_see_the_timestep():
+    # Regression: with one channel per GroupNorm group, the norm after the embedding is added
+    # subtracted it again, and a UNet of width ≤ 32 ignored t and cond entirely.
+    assert [group_norm(c).num_groups for c in (8, 32, 64, 128, 256)] == [2, 8, 16, 32, 32]
+    model = diffkit.create_backbone("unet2d", channels=[8, 16], attention_levels=[]).eval()
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        assert (model(x, torch.tensor([0])) - model(x, torch.tensor([999]))).abs().max() > 1e-4
+
+
+def test_ddpm_cifar10_preset_has_the_papers_35_7m_parameters():
+    model = diffkit.create_backbone("unet2d", preset="ddpm-cifar10")
+    assert sum(p.numel() for p in model.parameters()) == 35_746_307
+    assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {32}
+
+
+def test_long_audio_with_factor_4_downsampling():
+    model = diffkit.create_backbone("unet1d", channels=[4, 8, 8, 8], num_res_blocks=1, attention_levels=[3],
+                                    downsample_factors=4).eval()
+    assert model.size_multiple == 64
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 16384), torch.tensor([3])).shape == (1, 1, 16384)
+        assert model(torch.randn(1, 1, 16384 + 64), torch.tensor([3])).shape == (1, 1, 16448)
+    with pytest.raises(ValueError, match=r"multiples of 64.*16001 → 16000 or 16064"):
+        model(torch.randn(1, 1, 16000 + 1), torch.tensor([3]))
+
+
+def test_the_seeds_unet1d_says_which_lengths_it_accepts():
+    model = diffkit.create_backbone("unet1d", in_channels=1, out_channels=1, channels=[32, 64, 128, 256],
+                                    attention_levels=[2])
+    assert type(model).__name__ == "UNet1D" and model.size_multiple == 8
+    with pytest.raises(ValueError, match=r"unet1d .* multiples of 8; got \(1001,\) \(nearest accepted: 1001 → 1000 or 1008\)"):
+        model(torch.randn(1, 1, 1001), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(downsample_factors=[2]), r"'downsample_factors' needs one factor per transition"),
+    (dict(downsample_factors=1), r"'downsample_factors' must all be >= 2"),
+    (dict(attention_levels=[4]), r"'attention_levels' \[4\] out of range"),
+    (dict(channels=[]), r"'channels' must be a non-empty list"),
+])
+def test_bad_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        diffkit.create_backbone("unet1d", **{"channels": [8, 16, 16], **options})
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError, match="presets: ddpm-cifar10"):
+        diffkit.create_backbone("unet2d", preset="imagenet")
+    with pytest.raises(ValueError, match="presets: none"):
+        diffkit.create_backbone("unet3d", preset="ddpm-cifar10")
+
+
+@pytest.mark.parametrize("factor, size", [(2, 8), (4, 16), (3, 9)])
+def test_resampling_by_any_factor_round_trips_the_size(factor, size):
+    x = torch.randn(1, 4, size, size)
+    down = Downsample(2, 4, factor)(x)
+    assert down.shape == (1, 4, size // factor, size // factor)
+    assert Upsample(2, 4, factor)(down).shape == x.shape
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    def grads(checkpointing):
+        torch.manual_seed(0)
+        model = diffkit.create_backbone("unet3d", cond_dim=3, gradient_checkpointing=checkpointing, **TINY)
+        gen = torch.Generator().manual_seed(1)
+        x, cond = torch.randn(2, 1, 8, 8, 8, generator=gen), torch.randn(2, 3, generator=gen)
+        model(x, torch.tensor([5, 700]), cond).square().mean().backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    plain, ckpt = grads(False), grads(True)
+    for name in plain:
+        torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gradient_checkpointing_saves_at_least_40_percent_of_activation_memory(monkeypatch):
+    # The measurement of benchmarks/memory.py, on a small volume.
+    spec = importlib.util.spec_from_file_location(
+        "memory_benchmark", Path(__file__).parents[2] / "benchmarks" / "memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    case = bench.Case("unet3d", "unet3d", (1, 1, 16, 16, 16), dict(channels=[8, 16], attention_levels=[1]))
+    plain = bench.measure(case, False, torch.device("cpu")).saved
+    ckpt = bench.measure(case, True, torch.device("cpu")).saved
+    assert ckpt <= 0.6 * plain
+
+
+def test_audio_trains_and_samples_with_guidance(tones, trains_and_samples):
+    labels = torch.tensor([0, 1, 0, 1])
+    trains_and_samples("unet1d", tones(256, labels), labels, channels=[8, 16, 16], num_res_blocks=1,
+                       attention_levels=[2], downsample_factors=4)
+
+
+def test_images_train_and_sample_with_guidance(balls, trains_and_samples):
+    labels = torch.tensor([0, 1, 0, 1])
+    trains_and_samples("unet2d", balls((16, 16), labels), labels, channels=[8, 16], num_res_blocks=1,
+                       attention_levels=[1])
+
+
+def test_volumes_train_and_sample_with_guidance(balls, trains_and_samples):
+    labels = torch.tensor([0, 1, 0, 1])
+    trains_and_samples("unet3d", balls((8, 8, 8), labels), labels, channels=[8, 16], num_res_blocks=1,
+                       attention_levels=[1], gradient_checkpointing=True)

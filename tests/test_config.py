@@ -1,0 +1,59 @@
+import pytest
+
+from diffkit.config import ConfigError, load_config, parse_value, validate
+
+
+def minimal(**extra):
+    raw = {"data": {"dataset": "shapes"}, "model": {"backbone": "unet2d"}}
+    for key, value in extra.items():
+        raw.setdefault(key, {}).update(value)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (minimal(train={"lrr": 1e-3}), "unknown key 'train.lrr' (did you mean 'train.lr'?); accepted keys in [train]: "),
+        (minimal(train={"lr": "fast"}), "key 'train.lr': Input should be a valid number (got 'fast')"),
+        (minimal(train={"steps": 0}), "key 'train.steps': Input should be greater than or equal to 1"),
+        (minimal(train={"steps": "10"}), "key 'train.steps': Input should be a valid integer"),
+        (minimal(sample={"sampler": "heun"}), "key 'sample.sampler': unknown sampler 'heun'"),
+        (minimal(diffusion={"schedule": "sigmoid"}), "key 'diffusion.schedule': Input should be 'linear' or 'cosine'"),
+        ({"model": {"backbone": "unet2d"}}, "missing required key 'data'"),
+        (minimal(extra={"x": 1}), "unknown key 'extra'"),
+    ],
+)
+def test_bad_configs_fail_with_one_line_naming_the_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        validate(raw)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_and_files(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\ndataset = "shapes"\n[model]\nbackbone = "unet2d"\n')
+    config = load_config(path, ["train.steps=7", "model.options.channels=[8, 16]", "run.dir=runs/x", "train.lr=1e-3"])
+    assert config.train.steps == 7 and config.model.options["channels"] == [8, 16]
+    assert config.run.dir == "runs/x" and config.train.lr == 1e-3
+    with pytest.raises(ConfigError, match="unknown key 'train.stepz'"):
+        load_config(path, ["train.stepz=7"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(path, ["train.steps"])
+    with pytest.raises(ConfigError, match="config file '.*nope.toml' not found"):
+        load_config(tmp_path / "nope.toml")
+    path.write_text("[data\n")
+    with pytest.raises(ConfigError, match="c.toml: invalid TOML"):
+        load_config(path)
+
+
+def test_saved_config_round_trips():
+    config = validate(minimal(train={"steps": 3}))
+    import tomllib
+
+    assert validate(tomllib.loads(config.to_toml())) == config
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and parse_value("true") is True and parse_value("[1, 2]") == [1, 2]
+    assert parse_value("shapes") == "shapes" and parse_value('"a b"') == "a b"

@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import tomli_w
+from safetensors.torch import load_file
+
+from diffkit.checkpoint import list_checkpoints
+from diffkit.config import ConfigError, validate
+from diffkit.trainer import Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(raw, resume=False):
+    return Trainer(validate(raw), resume=resume, progress=False).run()
+
+
+def weights(run, step, name="model"):
+    return load_file(str(run / "checkpoints" / f"step_{step:08d}" / f"{name}.safetensors"))
+
+
+def test_a_run_writes_checkpoints_samples_metrics_and_a_loss_curve(tiny):
+    run = train(tiny(train={"steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1}))
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000004"]
+    assert (run / "samples" / "step_00000004.png").is_file()
+    assert (run / "loss.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and r["processes"] == 1 for r in rows)
+    assert validate(__import__("tomllib").loads((run / "config.toml").read_text())).train.steps == 4
+    assert json.loads((run / "run.json").read_text())["example_shape"] == [1, 8, 8]
+    state = torch.load(run / "checkpoints" / "step_00000004" / "state.pt", weights_only=True)
+    assert state["step"] == 4 and state["batch"] == 4  # 24 examples / batch 4 = 6 batches an epoch
+
+
+def test_resume_is_bit_exact(tiny, tmp_path):
+    straight = train(tiny(run={"dir": str(tmp_path / "straight")}, train={"steps": 8, "grad_accum": 2}))
+    half = tiny(run={"dir": str(tmp_path / "halves")}, train={"steps": 4, "grad_accum": 2})
+    train(half)
+    half["train"]["steps"] = 8
+    resumed = train(half, resume=True)
+    # 8 steps × 2 micro-batches cross an epoch boundary (6 batches an epoch) during the second half.
+    for name in ("model", "ema"):
+        a, b = weights(straight, 8, name), weights(resumed, 8, name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} weights differ after resume"
+    c = torch.load(straight / "checkpoints/step_00000008/state.pt", weights_only=True)
+    d = torch.load(resumed / "checkpoints/step_00000008/state.pt", weights_only=True)
+    assert torch.equal(c["rng"]["torch"], d["rng"]["torch"])
+
+
+def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_directory(tiny):
+    raw = tiny(train={"steps": 2})
+    train(raw)
+    with pytest.raises(TrainingError, match="already holds checkpoints; pass --resume"):
+        train(raw)
+    raw["train"]["lr"] = 0.5
+    with pytest.raises(ConfigError, match="differs .* at train.lr"):
+        train(raw, resume=True)
+
+
+def test_nonfinite_loss_stops_before_the_optimizer_moves(tiny, monkeypatch):
+    raw = tiny(train={"steps": 3, "checkpoint_every": 1})
+    trainer = Trainer(validate(raw), progress=False)
+    calls = {"n": 0}
+    original = type(trainer)._train_step
+
+    def poisoned(self, stream, step):
+        calls["n"] += 1
+        if calls["n"] == 2:  # poison the second step's network
+            with torch.no_grad():
+                next(self.diffusion.model.parameters()).fill_(float("nan"))
+        return original(self, stream, step)
+
+    monkeypatch.setattr(type(trainer), "_train_step", poisoned)
+    with pytest.raises(TrainingError, match="non-finite loss at step 2.*step_00000001"):
+        trainer.run()
+    saved = weights(Path(raw["run"]["dir"]), 1)
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert len(list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")) == 1
+
+
+def test_bf16_autocast_trains_on_the_cpu(tiny):
+    run = train(tiny(train={"steps": 2, "precision": "bf16"}))
+    assert all(v.dtype == torch.float32 for v in weights(run, 2).values())
+
+
+def test_fp16_on_the_cpu_is_a_clear_error(tiny):
+    with pytest.raises(ConfigError, match="train.precision: 'fp16' needs CUDA"):
+        train(tiny(train={"precision": "fp16"}))
+
+
+def test_init_from_starts_from_another_runs_weights(tiny, tmp_path):
+    first = train(tiny(run={"dir": str(tmp_path / "a")}, train={"steps": 2}))
+    second = Trainer(validate(tiny(run={"dir": str(tmp_path / "b")}, train={"steps": 1, "init_from": str(first)})),
+                     progress=False)
+    second._setup()
+    ema = weights(first, 2, "ema")
+    state = second.diffusion.state_dict()
+    assert all(torch.equal(state[k], ema[k]) for k in ema)
+    second.run_dir.close()
+
+
+def test_torchrun_two_processes_train_with_ddp(tiny, tmp_path):
+    raw = tiny(train={"steps": 3})
+    config_file = tmp_path / "ddp.toml"
+    config_file.write_text(tomli_w.dumps(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "diffkit.cli", "train", str(config_file), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = Path(raw["run"]["dir"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]  # written by rank 0 alone
+    assert all(r["processes"] == 2 for r in rows)
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003"]
