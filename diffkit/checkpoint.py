@@ -64,6 +64,26 @@ def load_weights(path: PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file '{path}' is not a valid safetensors file: {exc}") from None
 
 
+def load_into(module: torch.nn.Module, path: PathLike) -> None:
+    """Load a safetensors file into ``module``; missing, unexpected or mis-shaped tensors are named."""
+    weights = load_weights(path)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(weights)) if weights[k].shape != own[k].shape]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape (file vs model), first {wrong[0]}")
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing, first '{missing[0]}'")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s), first '{unexpected[0]}'")
+    if problems:
+        raise CheckpointError(f"weights file '{path}' does not fit this model: {'; '.join(problems)}")
+    module.load_state_dict(weights)
+
+
 def load_state(path: PathLike) -> dict[str, Any]:
     """Read a checkpoint's ``state.pt`` with ``weights_only=True``: tensors and plain data, never code."""
     path = Path(path)

@@ -127,7 +127,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     folder = ckpt.resolve_checkpoint(args.checkpoint or run)
     diffusion = build_diffusion(config, info)
     weights = "model.safetensors" if args.raw or not s.use_ema else "ema.safetensors"
-    diffusion.load_state_dict(ckpt.load_weights(folder / weights))
+    ckpt.load_into(diffusion, folder / weights)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     diffusion.to(device).eval()

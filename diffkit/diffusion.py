@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import objectives
-from .samplers import SAMPLERS, timestep_schedule
+from . import likelihood, objectives
+from .samplers import DEFAULT_SPACING, SAMPLERS, timestep_schedule
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -39,7 +39,10 @@ class GaussianDiffusion(nn.Module):
 
     ``input_shape`` is one example's shape without the batch, ``(C, *spatial)`` of any rank.
     ``variance`` picks the DDPM sampler's σ²: ``"beta"`` (σ² = β, as the seed) or ``"posterior"`` (β̃).
-    ``clip_x0`` clamps the predicted x0 to [-1, 1] while sampling, for data scaled to that range.
+    ``threshold`` keeps the predicted x0 in [-1, 1] while sampling, for data scaled to that range:
+    ``"none"``, ``"clip"`` (clamp; ``clip_x0=True`` is the same) or ``"dynamic"`` (Imagen's dynamic
+    thresholding at ``threshold_percentile``). ``loss_weighting`` is ``"none"`` (plain MSE) or
+    ``"min-snr"`` (Min-SNR-γ of Hang et al. 2023, ``min_snr_gamma``), the same for every objective.
     """
 
     def __init__(
@@ -52,9 +55,19 @@ class GaussianDiffusion(nn.Module):
         conditioner: Optional[nn.Module] = None,
         variance: str = "beta",
         clip_x0: bool = False,
+        threshold: Optional[str] = None,
+        threshold_percentile: float = 0.995,
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
     ) -> None:
         super().__init__()
         objectives.check_objective(objective)
+        if threshold is None:
+            threshold = "clip" if clip_x0 else "none"
+        elif clip_x0 and threshold != "clip":
+            raise ValueError(f"clip_x0=True contradicts threshold={threshold!r}; give only one of them")
+        objectives.check_threshold(threshold, threshold_percentile)
+        objectives.check_loss_weighting(loss_weighting, min_snr_gamma)
         if variance not in ("beta", "posterior"):
             raise ValueError(f"unknown variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
         betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
@@ -68,7 +81,11 @@ class GaussianDiffusion(nn.Module):
         self.num_timesteps = len(betas)
         self.objective = objective
         self.variance = variance
-        self.clip_x0 = clip_x0
+        self.threshold = threshold
+        self.threshold_percentile = threshold_percentile
+        self.clip_x0 = threshold == "clip"
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma = min_snr_gamma
 
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -120,8 +137,9 @@ class GaussianDiffusion(nn.Module):
     def _network(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.model(x_t, t, cond=cond)
         if out.shape != x_t.shape:
+            origin = getattr(self.model, "diffkit_origin", f"backbone {type(self.model).__name__}")
             raise RuntimeError(
-                f"backbone {type(self.model).__name__} returned shape {tuple(out.shape)} "
+                f"{origin} returned shape {tuple(out.shape)} "
                 f"for an input of shape {tuple(x_t.shape)}; a backbone must return its input's shape"
             )
         return out
@@ -174,8 +192,8 @@ class GaussianDiffusion(nn.Module):
         a = self._coef("sqrt_alphas_cumprod", t, x_t)
         s = self._coef("sqrt_one_minus_alphas_cumprod", t, x_t)
         eps, x0 = objectives.eps_and_x0(self.objective, output, x_t, a, s)
-        if self.clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
+        if self.threshold != "none":
+            x0 = objectives.threshold_x0(x0, self.threshold, self.threshold_percentile)
             eps = objectives.eps_from_x0(x_t, x0, a, s)
         return eps, x0
 
@@ -211,7 +229,7 @@ class GaussianDiffusion(nn.Module):
             sampler_fn = SAMPLERS[sampler]
         except KeyError:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
-        spacing = options.pop("spacing", "trailing")
+        spacing = options.pop("spacing", DEFAULT_SPACING.get(sampler, "trailing"))
         if sampler == "ddpm" and steps is not None and steps != self.num_timesteps:
             raise ValueError(f"the 'ddpm' sampler runs all {self.num_timesteps} steps; use 'ddim' for fewer")
         accepted = inspect.signature(sampler_fn).parameters
@@ -236,13 +254,14 @@ class GaussianDiffusion(nn.Module):
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
-        timesteps = timestep_schedule(self.num_timesteps, steps, spacing)
+        timesteps = timestep_schedule(self.num_timesteps, steps, spacing, self.alphas_cumprod)
         return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
 
     # --- training --------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Training loss: MSE between the network output and its objective's target at a uniform t."""
+        """Training loss: MSE between the network output and its objective's target at a uniform t,
+        each example weighted by ``loss_weighting``."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"batch has example shape {tuple(x.shape[1:])}, this GaussianDiffusion expects {self.input_shape}"
@@ -265,4 +284,18 @@ class GaussianDiffusion(nn.Module):
         )
         # Low-precision outputs (bf16 autocast) are compared in float32 at least.
         dtype = torch.promote_types(output.dtype, torch.float32)
-        return F.mse_loss(output.to(dtype), target.to(dtype))
+        if self.loss_weighting == "none":
+            return F.mse_loss(output.to(dtype), target.to(dtype))
+        per_example = (output.to(dtype) - target.to(dtype)).square().flatten(1).mean(1)
+        snr = objectives.snr(self.alphas_cumprod[t])
+        weight = objectives.min_snr_weight(self.objective, snr, self.min_snr_gamma).to(dtype)
+        return (weight * per_example).mean()
+
+    # --- likelihood ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def nll(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, **options: Any) -> torch.Tensor:
+        """Negative log-likelihood bound in bits per dimension, one value per example (shape ``(B,)``),
+        for 8-bit data scaled to [-1, 1]; ``options`` go to :func:`diffkit.likelihood.nll` (``steps``,
+        ``batch_size``, ``generator``, ``progress``)."""
+        return likelihood.nll(self, x, y=y, **options)

@@ -149,10 +149,20 @@ def _create(table: dict[str, Entry], kind: str, name: str, options: dict[str, An
         available = ", ".join(sorted(table)) or "none"
         raise PluginError(f"unknown {kind} {name!r}; available {kind}s: {available}")
     entry = table[name]
+    origin = f"{kind} {name!r} (from {entry.distribution})"
     try:
-        return entry.factory(**options)
+        module = entry.factory(**options)
     except TypeError as exc:
-        raise TypeError(f"{kind} {name!r} (from {entry.distribution}): {exc}") from exc
+        raise TypeError(f"{origin}: {exc}") from exc
+    except ValueError:
+        raise  # a bad option value: the plugin's own message names it
+    except Exception as exc:
+        raise PluginError(f"{origin} failed to build: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise PluginError(f"{origin} returned a {type(module).__name__}, not a torch.nn.Module")
+    # Lets later errors (e.g. a wrong output shape) name the plugin that built the module.
+    module.diffkit_origin = origin
+    return module
 
 
 def create_backbone(name: str, **options: Any) -> nn.Module:

@@ -251,8 +251,8 @@ class Trainer:
                                 f"the previous checkpoints are intact") from None
 
     def _load(self, folder: Path) -> tuple[int, Position]:
-        self.diffusion.load_state_dict(ckpt.load_weights(folder / "model.safetensors"))
-        self.ema.model.load_state_dict(ckpt.load_weights(folder / "ema.safetensors"))
+        ckpt.load_into(self.diffusion, folder / "model.safetensors")
+        ckpt.load_into(self.ema.model, folder / "ema.safetensors")
         state = ckpt.load_state(folder / "state.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
@@ -265,12 +265,10 @@ class Trainer:
     def _init_from(self, source: str) -> None:
         folder = ckpt.resolve_checkpoint(source)
         name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
-        weights = ckpt.load_weights(folder / name)
         try:
-            self.diffusion.load_state_dict(weights)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-            raise ConfigError(f"train.init_from: weights in '{folder / name}' do not fit this model: {first}") from None
+            ckpt.load_into(self.diffusion, folder / name)
+        except ckpt.CheckpointError as exc:
+            raise ConfigError(f"train.init_from: {exc}") from None
         self.ema.model.load_state_dict(self.diffusion.state_dict())
 
     def _setup(self) -> tuple[int, Position]:
