@@ -133,6 +133,30 @@ def save_checkpoint(
     return final
 
 
+def recover(root: PathLike) -> list[str]:
+    """Tidy after a crash mid-save: put back a checkpoint caught mid-swap, drop partial temporary folders.
+
+    Call only while holding the run directory's lock. Returns what was done, for the log.
+    """
+    root = Path(root)
+    done: list[str] = []
+    if not root.is_dir():
+        return done
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".old-step_"):
+            final = root / path.name[len(".old-"):].rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.rename(path, final)
+                done.append(f"restored {final.name}")
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".tmp-step_"):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed the partial {path.name}")
+    return done
+
+
 def list_checkpoints(root: PathLike) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first (temporary folders are ignored)."""
     root = Path(root)

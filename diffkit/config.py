@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     # extra="forbid": a misspelt key is an error, never silently ignored.
     # strict: "3" is not 3; TOML already has real numbers and booleans.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: a learning rate of inf or nan is a typo, not a setting.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class RunSection(_Section):
@@ -142,7 +143,9 @@ def _one_line(error: dict[str, Any], source: str) -> str:
     if error["type"] == "missing":
         return f"{source}: missing required key '{key}'"
     message = error["msg"].replace("\n", " ").removeprefix("Value error, ")
-    return f"{source}: key '{key}': {message} (got {error.get('input')!r})"
+    got = repr(error.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return f"{source}: key '{key}': {message} (got {got})"
 
 
 def parse_value(text: str) -> Any:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -287,6 +288,9 @@ class Trainer:
             raise TrainingError(f"run directory '{self.run_dir.path}' already holds checkpoints; "
                                 "pass --resume to continue it, or choose another run.dir")
 
+        if d.main:
+            for note in ckpt.recover(self.ckpt_root):
+                tqdm.write(f"{self.run_dir.path}: {note} (left by an interrupted save)")
         seed_everything(c.run.seed + d.rank)
         self.dataset = build_dataset(c)
         self.info = run_info(self.dataset)
@@ -299,6 +303,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.diffusion.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.skipped = 0
+        if d.main:
+            self._check_free_space()
         if t.compile:
             self.diffusion.model.compile()
         self.train_model: torch.nn.Module = self.diffusion
@@ -320,6 +326,16 @@ class Trainer:
                 self.info.save(self.run_dir.path / "run.json")
                 (self.run_dir.path / "metrics.jsonl").write_text("")
         return step, position
+
+    def _check_free_space(self) -> None:
+        """Refuse to start when the disk cannot hold the checkpoints this run will keep."""
+        weights = sum(p.numel() * p.element_size() for p in self.diffusion.parameters())
+        # model + EMA + two AdamW moments, for the kept checkpoints plus one being written.
+        needed = 4 * weights * (self.config.train.keep_checkpoints + 1)
+        free = shutil.disk_usage(self.run_dir.path).free
+        if free < needed:
+            raise TrainingError(f"run directory '{self.run_dir.path}' has {free / 2**20:.0f} MiB free; keeping "
+                                f"{self.config.train.keep_checkpoints} checkpoints needs about {needed / 2**20:.0f} MiB")
 
     def _lr(self, step: int) -> float:
         t = self.config.train
