@@ -93,10 +93,11 @@ def cmd_plugins() -> int:
     registry = get_registry()
     for title, table in (("backbones", registry.backbones), ("conditioners", registry.conditioners)):
         print(f"{title}:")
-        width = max((len(n) for n in table), default=0)
-        for name in sorted(table):
-            e = table[name]
-            print(f"  {name:<{width}}  {e.distribution} ({e.plugin})  {e.description}")
+        rows = [(name, f"{table[name].distribution} ({table[name].plugin})", table[name].description)
+                for name in sorted(table)]
+        widths = [max((len(r[i]) for r in rows), default=0) for i in range(2)]
+        for name, source, description in rows:
+            print(f"  {name:<{widths[0]}}  {source:<{widths[1]}}  {description}")
     for failure in registry.failures:
         print(f"failed: {failure}")
     return 0

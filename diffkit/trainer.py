@@ -190,6 +190,15 @@ class RunDirectory:
             self._lock_file = None
 
 
+def _tensorboard(path: Path):
+    """A TensorBoard writer into ``path/tensorboard`` when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path / "tensorboard"))
+
+
 def plot_loss_curve(metrics_path: Path, out: Path) -> None:
     import matplotlib
 
@@ -423,6 +432,7 @@ class Trainer:
         metrics = self.run_dir.path / "metrics.jsonl"
         bar = tqdm(total=c.train.steps, initial=step, desc="training", disable=not (self.progress and d.main),
                    dynamic_ncols=True)
+        board = _tensorboard(self.run_dir.path) if d.main else None
         window: list[float] = []
         started = time.perf_counter()
         steps_done = 0
@@ -444,6 +454,9 @@ class Trainer:
                            "steps_per_s": rate, "skipped_batches": self.skipped}
                     with open(metrics, "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    if board is not None:
+                        for key in ("loss", "lr", "grad_norm", "steps_per_s"):
+                            board.add_scalar(f"train/{key}", row[key], step)
             last = step == c.train.steps
             save_now = last or (c.train.checkpoint_every and step % c.train.checkpoint_every == 0)
             sample_now = last or (c.train.sample_every and step % c.train.sample_every == 0)
@@ -455,6 +468,8 @@ class Trainer:
             if d.world > 1 and (save_now or sample_now):
                 dist.barrier()  # the other ranks wait while rank 0 writes
         bar.close()
+        if board is not None:
+            board.close()
         if d.world > 1:
             dist.destroy_process_group()
         return self.run_dir.path
