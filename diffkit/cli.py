@@ -53,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = sub.add_parser("eval", help="bits/dim and sample statistics of a trained run",
+                       description="Evaluate a run: the variational bound in bits per dimension on data examples "
+                                   "(Ho et al. 2020, 8-bit data in [-1, 1]) and the mean / std of generated samples "
+                                   "against the data's. Writes RUN/eval.json.")
+    v.add_argument("run", type=Path, help="a run directory (uses its newest checkpoint)")
+    v.add_argument("--checkpoint", type=Path, help="a specific checkpoint folder")
+    v.add_argument("--examples", type=int, default=64, help="data examples for bits/dim (default 64)")
+    v.add_argument("--timesteps", type=int, default=100,
+                   help="terms of the bound to evaluate, stratified and unbiased (default 100; 0: all T)")
+    v.add_argument("--samples", type=int, default=64, help="generated samples for the statistics (default 64)")
+    v.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     e = sub.add_parser("export-demo", help="write a built-in demo set as real files (PNG, WAV or .npy)",
                        description="Write a built-in demo dataset into class sub-folders, to try the folder "
                                    "datasets (image_folder, audio_folder, volume_folder) without data of your own.")
@@ -113,25 +127,79 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _load_run(args: argparse.Namespace, device_name: str = "auto"):
+    """(config, run info, checkpoint folder, diffusion on its device in eval mode) of a run directory."""
     import torch
 
     from . import checkpoint as ckpt
-    from .build import RunInfo, build_diffusion, sample_labels
-    from .config import ConfigError, load_config
+    from .build import RunInfo, build_diffusion
+    from .config import load_config
+
+    config = load_config(args.run / "config.toml")
+    info = RunInfo.load(args.run / "run.json")
+    folder = ckpt.resolve_checkpoint(args.checkpoint or args.run)
+    diffusion = build_diffusion(config, info)
+    weights = "model.safetensors" if args.raw or not config.sample.use_ema else "ema.safetensors"
+    ckpt.load_into(diffusion, folder / weights)
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    diffusion.to(torch.device("cuda" if cuda else "cpu")).eval()
+    return config, info, folder, diffusion
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .build import build_dataset, sample_labels
+
+    config, info, folder, diffusion = _load_run(args)
+    device = diffusion.alphas_cumprod.device
+    dataset = build_dataset(config)
+    count = min(args.examples, len(dataset))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:count].tolist()
+    xs, ys = zip(*(dataset[i] for i in order))
+    x = torch.stack(xs).to(device)
+    y = torch.tensor(ys, device=device) if diffusion.conditioner is not None else None
+    generator = torch.Generator(device).manual_seed(args.seed)
+    with torch.no_grad():
+        bpd = diffusion.nll(x, y=y, steps=args.timesteps or None, batch_size=64, generator=generator,
+                            progress=not args.no_progress)
+    s = config.sample
+    labels = sample_labels(diffusion, args.samples, None)
+    samples = diffusion.sample(args.samples, sampler=s.sampler, steps=None if s.sampler == "ddpm" else s.steps,
+                               y=None if labels is None else labels.to(device), guidance_scale=s.guidance_scale,
+                               generator=generator, progress=not args.no_progress)
+    result = {
+        "checkpoint": str(folder),
+        "bits_per_dim": float(bpd.mean()),
+        "bits_per_dim_stderr": float(bpd.std() / max(1, len(bpd)) ** 0.5) if len(bpd) > 1 else None,
+        "examples": count,
+        "bound_terms": args.timesteps or diffusion.num_timesteps,
+        "data_mean": float(x.mean()), "data_std": float(x.std()),
+        "sample_mean": float(samples.mean()), "sample_std": float(samples.std()),
+        "samples": args.samples, "sampler": s.sampler, "steps": s.steps,
+    }
+    (args.run / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"bits/dim        {result['bits_per_dim']:.3f} on {count} examples ({result['bound_terms']} terms of the bound)")
+    print(f"data    mean {result['data_mean']:+.3f}  std {result['data_std']:.3f}")
+    print(f"samples mean {result['sample_mean']:+.3f}  std {result['sample_std']:.3f}  "
+          f"({args.samples} with {s.sampler}, {s.steps} steps)")
+    print(f"written to {args.run / 'eval.json'}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .build import sample_labels
+    from .config import ConfigError
     from .data import save_samples
 
     run = args.run
-    config = load_config(run / "config.toml")
-    info = RunInfo.load(run / "run.json")
+    config, info, folder, diffusion = _load_run(args, args.device)
+    device = diffusion.alphas_cumprod.device
     s = config.sample
-    folder = ckpt.resolve_checkpoint(args.checkpoint or run)
-    diffusion = build_diffusion(config, info)
-    weights = "model.safetensors" if args.raw or not s.use_ema else "ema.safetensors"
-    ckpt.load_into(diffusion, folder / weights)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    diffusion.to(device).eval()
 
     num = args.num or s.num
     sampler = args.sampler or s.sampler
@@ -170,6 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_train(args)
         if args.command == "sample":
             return cmd_sample(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         if args.command == "export-demo":
             return cmd_export_demo(args)
     except (ConfigError, TrainingError, CheckpointError, PluginError) as exc:

@@ -87,3 +87,18 @@ def test_sample_with_labels_and_guidance(tmp_path):
 def test_sample_from_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["sample", str(tmp_path)]) == 2
     assert "config.toml" in capsys.readouterr().err
+
+
+def test_eval_reports_bits_per_dim_and_sample_statistics(tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = [f"run.dir={run}", *TINY_RUN, "data.options.num_examples=16", "diffusion.timesteps=100"]
+    assert main(["train", str(EXAMPLES / "shapes.toml"), "--no-progress",
+                 *[a for o in overrides for a in ("--set", o)]]) == 0
+    assert main(["eval", str(run), "--examples", "4", "--timesteps", "5", "--samples", "4", "--no-progress"]) == 0
+    import json
+
+    result = json.loads((run / "eval.json").read_text())
+    # An untrained network is a poor model of 8-bit images but a bound is still finite and above 0.
+    assert 0.5 < result["bits_per_dim"] < 100 and result["examples"] == 4 and result["bound_terms"] == 5
+    assert -1 <= result["data_mean"] <= 1 and result["sample_std"] > 0
+    assert "bits/dim" in capsys.readouterr().out
