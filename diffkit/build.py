@@ -83,7 +83,10 @@ def build_diffusion(config: Config, info: RunInfo) -> GaussianDiffusion:
         objective=d.objective,
         conditioner=conditioner,
         variance=d.variance,
-        clip_x0=d.clip_x0,
+        threshold=d.threshold,
+        threshold_percentile=d.threshold_percentile,
+        loss_weighting=d.loss_weighting,
+        min_snr_gamma=d.min_snr_gamma,
     )
 
 

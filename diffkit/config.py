@@ -61,7 +61,11 @@ class DiffusionSection(_Section):
     schedule: Literal["linear", "cosine"] = "linear"
     objective: Literal["eps", "x0", "v"] = "eps"
     variance: Literal["beta", "posterior"] = "beta"  # σ² of the DDPM sampler
-    clip_x0: bool = True  # data lives in [-1, 1]
+    # Keep the predicted x0 in [-1, 1] while sampling (data lives there): clamp, or Imagen's dynamic thresholding.
+    threshold: Literal["none", "clip", "dynamic"] = "clip"
+    threshold_percentile: float = Field(0.995, gt=0, le=1)
+    loss_weighting: Literal["none", "min-snr"] = "none"  # Min-SNR-γ (Hang et al. 2023)
+    min_snr_gamma: float = Field(5.0, gt=0)
 
 
 class TrainSection(_Section):
