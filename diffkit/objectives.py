@@ -1,4 +1,5 @@
-"""What the network predicts, and the one place that converts between the predictions.
+"""What the network predicts, the one place that converts between the predictions, and what is done
+to a prediction (thresholding, loss weights).
 
 With x_t = a·x0 + s·ε (a = sqrt(ᾱ_t), s = sqrt(1 - ᾱ_t), a² + s² = 1):
 
@@ -18,6 +19,12 @@ import torch
 Objective = Literal["eps", "x0", "v"]
 OBJECTIVES: tuple[str, ...] = ("eps", "x0", "v")
 Coef = Union[float, torch.Tensor]
+
+Threshold = Literal["none", "clip", "dynamic"]
+THRESHOLDS: tuple[str, ...] = ("none", "clip", "dynamic")
+
+LossWeighting = Literal["none", "min-snr"]
+LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min-snr")
 
 
 def check_objective(objective: str) -> None:
@@ -49,3 +56,69 @@ def eps_and_x0(objective: str, output: torch.Tensor, x_t: torch.Tensor, a: Coef,
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, a: Coef, s: Coef) -> torch.Tensor:
     """ε consistent with x_t and a (possibly clipped) x̂0."""
     return (x_t - a * x0) / s
+
+
+# --- thresholding the predicted x0 ---------------------------------------------------------------
+
+
+def check_threshold(threshold: str, percentile: float = 0.995) -> None:
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"unknown x0 threshold {threshold!r}; choose one of {list(THRESHOLDS)}")
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"threshold_percentile must lie in (0, 1], got {percentile}")
+
+
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
+    """Dynamic thresholding of Saharia et al. 2022 (Imagen, §2.3): per example, s = max(1, the
+    ``percentile`` quantile of |x̂0|); clamp to [-s, s] and divide by s. Any rank."""
+    # A sort, not torch.quantile: the latter refuses inputs over 2**24 elements (a batch of volumes).
+    ordered = x0.detach().flatten(1).abs().float().sort(dim=1).values
+    position = percentile * (ordered.shape[1] - 1)
+    below, frac = int(position), position - int(position)
+    above = min(below + 1, ordered.shape[1] - 1)
+    s = ordered[:, below] + frac * (ordered[:, above] - ordered[:, below])
+    s = s.clamp_min(1.0).to(x0.dtype).reshape(-1, *((1,) * (x0.ndim - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def threshold_x0(x0: torch.Tensor, threshold: str, percentile: float = 0.995) -> torch.Tensor:
+    """x̂0 kept inside [-1, 1], the range of the data: ``"clip"`` clamps, ``"dynamic"`` rescales."""
+    if threshold == "none":
+        return x0
+    if threshold == "clip":
+        return x0.clamp(-1.0, 1.0)
+    if threshold == "dynamic":
+        return dynamic_threshold(x0, percentile)
+    check_threshold(threshold)
+    raise AssertionError
+
+
+# --- loss weighting ------------------------------------------------------------------------------
+
+
+def check_loss_weighting(weighting: str, gamma: float = 5.0) -> None:
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"unknown loss_weighting {weighting!r}; choose one of {list(LOSS_WEIGHTINGS)}")
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+
+
+def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio ᾱ / (1 - ᾱ)."""
+    return alphas_cumprod / (1.0 - alphas_cumprod)
+
+
+def min_snr_weight(objective: str, snr_t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-γ loss weight of Hang et al. 2023 for the MSE of ``objective``'s output.
+
+    Every objective's MSE is a multiple of the x0 error: ‖ε̂-ε‖² = SNR·‖x̂0-x0‖² and
+    ‖v̂-v‖² = (SNR+1)·‖x̂0-x0‖². Weighting the x0 error by min(SNR, γ) therefore reads
+    min(SNR, γ)/SNR for ``eps``, min(SNR, γ) for ``x0`` and min(SNR, γ)/(SNR + 1) for ``v``.
+    """
+    check_objective(objective)
+    clipped = snr_t.clamp(max=gamma)
+    if objective == "eps":
+        return clipped / snr_t
+    if objective == "x0":
+        return clipped
+    return clipped / (snr_t + 1.0)

@@ -160,7 +160,8 @@ def test_min_snr_loss_is_the_weighted_mse_on_the_same_draws(objective):
     target = training_target(objective, x, noise, a.float(), s.float())
     abar = a.squeeze() ** 2
     ratio = abar / (1 - abar)
-    weight = {"eps": ratio.clamp(max=5) / ratio, "x0": ratio.clamp(max=5), "v": ratio.clamp(max=5) / (ratio + 1)}[objective]
+    clipped = ratio.clamp(max=5)
+    weight = {"eps": clipped / ratio, "x0": clipped, "v": clipped / (ratio + 1)}[objective]
     per_example = (d.model(x_t, t) - target).square().mean(dim=(1, 2))
     assert float(loss) == pytest.approx(float((weight * per_example).mean()), rel=1e-5)
 
