@@ -4,6 +4,7 @@ from . import schedules
 from .diffusion import GaussianDiffusion, extract
 from .ema import EMA
 from .hookspecs import hookimpl
+from .models import AudioDDPM, ConditionalDDPM
 from .registry import (
     PluginError,
     available_backbones,
@@ -16,6 +17,8 @@ from .registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioDDPM",
+    "ConditionalDDPM",
     "EMA",
     "GaussianDiffusion",
     "PluginError",

@@ -20,9 +20,18 @@ def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
     return cls(*args, **kwargs)
 
 
-def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with 32 groups (Wu & He 2018), fewer when the width does not divide."""
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
+def group_norm(channels: int, groups: int = 32, min_group_size: int = 4) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), fewer when the width does not divide or is narrow.
+
+    Every group keeps at least ``min_group_size`` channels (as in DDPM, whose narrowest level has
+    128 channels in 32 groups): a group of one channel would subtract the per-channel timestep and
+    condition embedding that :class:`ResBlock` adds just before it, so the block could not see them.
+    """
+    best = 1
+    for g in range(1, min(groups, channels) + 1):
+        if channels % g == 0 and channels // g >= min_group_size:
+            best = g
+    return nn.GroupNorm(best, channels)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -70,7 +79,9 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         qkv = self.qkv(self.norm(x)).flatten(2)
-        q, k, v = rearrange(qkv, "b (three h d) n -> three b h n d", three=3, h=self.heads)
+        # contiguous(): with channels last in memory the fused (flash) kernels apply; on a strided
+        # view SDPA falls back to the math kernel, which stores the n×n attention matrix.
+        q, k, v = rearrange(qkv, "b (three h d) n -> three b h n d", three=3, h=self.heads).contiguous()
         h = F.scaled_dot_product_attention(q, k, v)
         h = rearrange(h, "b h n d -> b (h d) n").reshape(x.shape)
         return x + self.proj(h)

@@ -49,12 +49,12 @@ class UNet(nn.Module):
         super().__init__()
         name = f"unet{dims}d"
         channels = list(channels)
-        factors = _factors(name, downsample_factors, len(channels))
         if not channels or any(int(c) < 1 for c in channels):
             raise ValueError(f"{name}: 'channels' must be a non-empty list of positive widths, got {channels}")
         bad = [lvl for lvl in attention_levels if not 0 <= lvl < len(channels)]
         if bad:
             raise ValueError(f"{name}: 'attention_levels' {bad} out of range for {len(channels)} levels (0…{len(channels) - 1})")
+        factors = _factors(name, downsample_factors, len(channels))
         if num_res_blocks < 1:
             raise ValueError(f"{name}: 'num_res_blocks' must be >= 1, got {num_res_blocks}")
         if not 0.0 <= dropout < 1.0:
@@ -112,11 +112,20 @@ class UNet(nn.Module):
             return res
         return _Sequential(res, AttentionBlock(dims, out_ch, heads))
 
-    def _run(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(self, fn, *args: Any) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            # Recompute activations in the backward pass instead of storing them.
-            return checkpoint(block, h, emb, use_reentrant=False)
-        return block(h, emb)
+            # Recompute fn's activations in the backward pass instead of storing them: only its
+            # inputs stay alive (the skip tensors, which the up path keeps anyway).
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    @staticmethod
+    def _up_block(block: nn.Module, h: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # The concatenation lies inside the checkpoint, so its (wide) result is not kept either.
+        return block(torch.cat([h, skip], dim=1), emb)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(h)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check_input(x)
@@ -136,10 +145,11 @@ class UNet(nn.Module):
         for block in self.mid:
             h = self._run(block, h, emb)
         for block in self.up:
-            if not isinstance(block, Upsample):
-                h = torch.cat([h, hs.pop()], dim=1)
-            h = self._run(block, h, emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+            if isinstance(block, Upsample):
+                h = self._run(block, h, emb)
+            else:
+                h = self._run(self._up_block, block, h, hs.pop(), emb)
+        return self._run(self._head, h)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:

@@ -52,6 +52,13 @@ def test_long_audio_with_factor_4_downsampling():
         model(torch.randn(1, 1, 16000 + 1), torch.tensor([3]))
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_single_channel_volumes(size):
+    model = diffkit.create_backbone("unet3d", channels=[4, 8, 8, 8], num_res_blocks=1, attention_levels=[3]).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size, size), torch.tensor([500])).shape == (1, 1, size, size, size)
+
+
 def test_the_seeds_unet1d_says_which_lengths_it_accepts():
     model = diffkit.create_backbone("unet1d", in_channels=1, out_channels=1, channels=[32, 64, 128, 256],
                                     attention_levels=[2])
