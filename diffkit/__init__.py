@@ -1,6 +1,6 @@
 """diffkit: one DDPM engine for images, audio and volumes, with denoisers chosen by name from plugins."""
 
-from . import schedules
+from . import likelihood, samplers, schedules
 from .diffusion import GaussianDiffusion, extract
 from .ema import EMA
 from .hookspecs import hookimpl
@@ -28,6 +28,8 @@ __all__ = [
     "create_conditioner",
     "extract",
     "hookimpl",
+    "likelihood",
     "reload_plugins",
+    "samplers",
     "schedules",
 ]

@@ -70,11 +70,20 @@ def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> torch.nn
 
 def build_diffusion(config: Config, info: RunInfo) -> GaussianDiffusion:
     """The engine around the backbone (and conditioner) named in the config."""
-    model = _plugin("backbone", "model.backbone", config.model.backbone, dict(config.model.options))
+    options = dict(config.model.options)
     conditioner = None
     if config.model.conditioner is not None:
         c = config.model.conditioner
         conditioner = _plugin("conditioner", "model.conditioner", c.name, dict(c.options))
+        dim = int(conditioner.dim)
+        # The backbone must embed what the conditioner produces: fill in cond_dim, or check it.
+        if "cond_dim" not in options:
+            options["cond_dim"] = dim
+        elif options["cond_dim"] != dim:
+            raise ConfigError(f"model.options.cond_dim is {options['cond_dim']} but the {c.name!r} conditioner "
+                              f"produces {dim}-dim embeddings (model.conditioner.options.dim); make them equal or "
+                              "leave cond_dim out")
+    model = _plugin("backbone", "model.backbone", config.model.backbone, options)
     d = config.diffusion
     return GaussianDiffusion(
         model,

@@ -19,6 +19,8 @@ class LabelEmbedding(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"labels: 'num_classes' must be >= 1, got {num_classes}")
+        if dim < 1:
+            raise ValueError(f"labels: 'dim' must be >= 1, got {dim}")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"labels: 'dropout' must lie in [0, 1], got {dropout}")
         self.num_classes = num_classes
@@ -27,7 +29,10 @@ class LabelEmbedding(nn.Module):
         self.embedding = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        y = torch.as_tensor(y, device=self.embedding.weight.device).long()
+        y = torch.as_tensor(y, device=self.embedding.weight.device)
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"labels: class indices must be integers, got a {y.dtype} tensor")
+        y = y.long()
         if y.ndim != 1:
             raise ValueError(f"labels: expected a 1-D batch of class indices, got shape {tuple(y.shape)}")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):

@@ -57,3 +57,16 @@ def test_saved_config_round_trips():
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("true") is True and parse_value("[1, 2]") == [1, 2]
     assert parse_value("shapes") == "shapes" and parse_value('"a b"') == "a b"
+
+
+def test_cond_dim_follows_the_conditioner_or_is_checked():
+    from diffkit.build import RunInfo, build_diffusion
+
+    info = RunInfo("image", [1, 8, 8])
+    raw = minimal(model={"options": {"in_channels": 1, "channels": [8, 16], "attention_levels": []},
+                         "conditioner": {"name": "labels", "options": {"num_classes": 3, "dim": 12}}})
+    diffusion = build_diffusion(validate(raw), info)
+    assert diffusion.model.cond_dim == 12
+    raw["model"]["options"]["cond_dim"] = 16
+    with pytest.raises(ConfigError, match="model.options.cond_dim is 16 but the 'labels' conditioner produces 12"):
+        build_diffusion(validate(raw), info)

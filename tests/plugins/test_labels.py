@@ -58,3 +58,13 @@ def test_guided_sampling_is_one_batched_network_call_per_step(name, shape, optio
     calls.clear()
     diffusion.sample(3, y=torch.tensor([0, 1, 1]), guidance_scale=1.0, sampler="ddim", steps=5)
     assert calls == [3] * 5  # no guidance: no unconditional half
+
+
+def test_labels_must_be_integers_in_range():
+    labels = diffkit.create_conditioner("labels", num_classes=3, dim=4)
+    with pytest.raises(ValueError, match="must be integers, got a torch.float32"):
+        labels(torch.tensor([0.0, 1.7]))
+    with pytest.raises(ValueError, match=r"must lie in 0…2, got 0…3"):
+        labels(torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="'dim' must be >= 1"):
+        diffkit.create_conditioner("labels", num_classes=3, dim=0)
