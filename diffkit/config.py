@@ -135,8 +135,13 @@ def _section_fields(loc: tuple) -> Optional[list[str]]:
     return sorted(model.model_fields)
 
 
+def _printable(text: str) -> str:
+    """Escape control characters so a message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _one_line(error: dict[str, Any], source: str) -> str:
-    loc = tuple(str(p) for p in error["loc"])
+    loc = tuple(_printable(str(p)) for p in error["loc"])
     key = ".".join(loc)
     if error["type"] == "extra_forbidden":
         accepted = _section_fields(loc) or []
@@ -146,7 +151,7 @@ def _one_line(error: dict[str, Any], source: str) -> str:
         return f"{source}: unknown key '{key}'{hint}; accepted keys in [{section}]: {', '.join(accepted)}"
     if error["type"] == "missing":
         return f"{source}: missing required key '{key}'"
-    message = error["msg"].replace("\n", " ").removeprefix("Value error, ")
+    message = _printable(error["msg"].replace("\n", " ").removeprefix("Value error, "))
     got = repr(error.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{source}: key '{key}': {message} (got {got})"
