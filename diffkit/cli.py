@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_export_demo(args: argparse.Namespace) -> int:
-    from .data import DATASETS, create_dataset, save_images, save_volume, save_wav
+    from .data import create_dataset, save_images, save_volume, save_wav
     from .config import ConfigError
 
     builtin = ("shapes", "tones", "solids", "digits")

@@ -124,6 +124,15 @@ def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 
+def _transitions(alphas_cumprod: torch.Tensor, timesteps: Sequence[int], name: str, progress: bool):
+    """(t, ᾱ_t, t', ᾱ_t') for each visited step t and the next one t' (-1 and ᾱ = 1 after the last)."""
+    abar = alphas_cumprod.double().cpu().tolist()
+    steps = list(timesteps)
+    for i, t in enumerate(tqdm(steps, desc=f"sampling ({name})", disable=not progress, leave=False)):
+        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+        yield t, abar[t], t_prev, (abar[t_prev] if t_prev >= 0 else 1.0)
+
+
 def sample_ddpm(
     denoise: Denoiser,
     x: torch.Tensor,
@@ -137,12 +146,7 @@ def sample_ddpm(
     """Ancestral sampling of Ho et al. 2020, eq. 11 via the posterior mean of eq. 7; σ² = β (as the seed) or β̃."""
     if variance not in ("beta", "posterior"):
         raise ValueError(f"unknown DDPM variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
-    abar = alphas_cumprod.double().cpu().tolist()
-    steps = list(timesteps)
-    for i, t in enumerate(tqdm(steps, desc="sampling (ddpm)", disable=not progress, leave=False)):
-        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-        a_t = abar[t]
-        a_prev = abar[t_prev] if t_prev >= 0 else 1.0
+    for t, a_t, t_prev, a_prev in _transitions(alphas_cumprod, timesteps, "ddpm", progress):
         beta = 1.0 - a_t / a_prev
         _, x0 = denoise(x, _batch_t(t, x))
         # Posterior mean μ̃(x_t, x0) of q(x_{t'} | x_t, x0).
@@ -168,12 +172,7 @@ def sample_ddim(
     """DDIM of Song et al. 2021, eq. 12; η=0 is deterministic, η=1 matches DDPM's σ."""
     if eta < 0:
         raise ValueError(f"DDIM eta must be >= 0, got {eta}")
-    abar = alphas_cumprod.double().cpu().tolist()
-    steps = list(timesteps)
-    for i, t in enumerate(tqdm(steps, desc="sampling (ddim)", disable=not progress, leave=False)):
-        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-        a_t = abar[t]
-        a_prev = abar[t_prev] if t_prev >= 0 else 1.0
+    for t, a_t, t_prev, a_prev in _transitions(alphas_cumprod, timesteps, "ddim", progress):
         eps, x0 = denoise(x, _batch_t(t, x))
         sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
@@ -201,16 +200,13 @@ def sample_dpmpp_2m(
     """
     if order not in (1, 2):
         raise ValueError(f"dpm-solver++ order must be 1 or 2, got {order!r}")
-    abar = alphas_cumprod.double().cpu().tolist()
-    steps = list(timesteps)
     x0_prev, h_prev = None, None
-    for i, t in enumerate(tqdm(steps, desc="sampling (dpm-solver++)", disable=not progress, leave=False)):
+    for t, a_t, t_next, a_next in _transitions(alphas_cumprod, timesteps, "dpm-solver++", progress):
         _, x0 = denoise(x, _batch_t(t, x))
-        if i + 1 == len(steps):
+        if t_next < 0:
             return x0
-        t_next = steps[i + 1]
-        alpha, sigma = math.sqrt(abar[t]), math.sqrt(1.0 - abar[t])
-        alpha_next, sigma_next = math.sqrt(abar[t_next]), math.sqrt(1.0 - abar[t_next])
+        alpha, sigma = math.sqrt(a_t), math.sqrt(1.0 - a_t)
+        alpha_next, sigma_next = math.sqrt(a_next), math.sqrt(1.0 - a_next)
         h = math.log(alpha_next / sigma_next) - math.log(alpha / sigma)
         d = x0 if order == 1 or x0_prev is None else x0 + (x0 - x0_prev) * (h / (2.0 * h_prev))
         x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * d

@@ -23,10 +23,9 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .build import RunInfo, build_dataset, build_diffusion, run_info, sample_labels
+from .build import build_dataset, build_diffusion, run_info, sample_labels
 from .config import Config, ConfigError, load_config
 from .data import save_samples
-from .diffusion import GaussianDiffusion
 from .ema import EMA
 
 # Keys that may change between a run and its --resume without breaking exact continuation.

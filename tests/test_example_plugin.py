@@ -7,22 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import diffkit
 from diffkit.registry import DISABLE_ENV, get_registry
 from diffkit.testing import check_backbone
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "diffkit-example-plugin"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread: with more, thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

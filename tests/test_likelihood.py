@@ -22,14 +22,6 @@ SHAPE = (4, 8, 8)  # 256 values per example
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def eight_bit(x):
     """Round to the 256 levels of 8-bit data scaled to [-1, 1]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1

@@ -9,15 +9,6 @@ from diffkit.schedules import cosine_beta_schedule, linear_beta_schedule
 SMALL_1D = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[1])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread: with more, thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_audio_ddpm_defaults_to_the_seeds_unet1d():
     ddpm = diffkit.AudioDDPM()
     assert isinstance(ddpm, diffkit.GaussianDiffusion)

@@ -19,14 +19,6 @@ MEAN, STD = 0.3, 0.5
 SHAPES = [(5,), (2, 5), (2, 3, 4), (1, 2, 3, 4)]  # ranks 2 to 5 once batched
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def oracle_diffusion(shape, objective="eps", **kwargs):
     betas = linear_beta_schedule(1000)
     abar = torch.cumprod(1 - betas, 0)

@@ -1,29 +1,11 @@
 """Plugin discovery through real entry-point metadata (a dist-info folder on sys.path, as pip writes it)."""
 
-import textwrap
 import warnings
 
 import pytest
 
 import diffkit
 from diffkit.registry import DISABLE_ENV, PluginError, get_registry
-
-
-@pytest.fixture
-def installed(tmp_path, monkeypatch):
-    """Install fake distributions by writing their module and dist-info metadata into a sys.path folder."""
-
-    def install(dist, module, source):
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-        info = tmp_path / f"{dist}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[diffkit]\n{module} = {module}\n")
-
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield install
-    monkeypatch.undo()
-    diffkit.reload_plugins()
 
 
 TINY = """

@@ -7,7 +7,6 @@ import signal
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -236,30 +235,15 @@ def test_random_overrides_are_valid_or_one_clean_error(sets):
 # --- 5. plugin failures --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def plugin_dist(tmp_path, monkeypatch):
-    def install(dist, module, source):
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-        info = tmp_path / f"{dist}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[diffkit]\n{module} = {module}\n")
-
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield install
-    monkeypatch.undo()
-    diffkit.reload_plugins()
-
-
-def test_plugins_that_return_garbage_are_named_and_the_rest_load(plugin_dist):
-    plugin_dist("garbage-dist", "garbage_plugin", """
+def test_plugins_that_return_garbage_are_named_and_the_rest_load(installed):
+    installed("garbage-dist", "garbage_plugin", """
         import diffkit
 
         @diffkit.hookimpl
         def diffkit_register_backbones(register):
             register("junk", 42)
     """)
-    plugin_dist("notmodule-dist", "notmodule_plugin", """
+    installed("notmodule-dist", "notmodule_plugin", """
         import diffkit
 
         @diffkit.hookimpl
@@ -273,8 +257,8 @@ def test_plugins_that_return_garbage_are_named_and_the_rest_load(plugin_dist):
         diffkit.create_backbone("notmodule")
 
 
-def test_a_backbone_returning_the_wrong_shape_is_named_with_its_distribution(plugin_dist):
-    plugin_dist("shrinking-dist", "shrinking_plugin", """
+def test_a_backbone_returning_the_wrong_shape_is_named_with_its_distribution(installed):
+    installed("shrinking-dist", "shrinking_plugin", """
         import torch.nn as nn
         import diffkit
 

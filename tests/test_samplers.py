@@ -24,15 +24,6 @@ SHAPES = [(32,), (2, 16), (2, 4, 4), (2, 2, 2, 4)]  # ranks 2 to 5 once batched,
 SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors on a shared CPU: extra intra-op threads only fight over the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def abar_of(betas):
     return torch.cumprod(1 - betas, 0)
 

@@ -12,15 +12,6 @@ from diffkit.testing import check_backbone
 SHAPE = (2, 8)  # one example: 2 channels, 8 samples
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread: with more, thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Good(nn.Module):
     """A minimal correct backbone: a 1-D convolution, with t (and cond) added as a per-channel bias."""
 

@@ -11,15 +11,6 @@ import diffkit
 from diffkit.schedules import linear_beta_schedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread: with more, thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _balls(spatial: tuple[int, ...], labels: torch.Tensor) -> torch.Tensor:
     """(B, 1, *spatial) in [-1, 1]: a centred ball (interval, disc, sphere) whose radius grows with the label."""
     coords = torch.meshgrid(*(torch.linspace(-1, 1, n) for n in spatial), indexing="ij")
