@@ -27,16 +27,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    repeats = 3 if args.quick else 5
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    S = 50  # network calls per sample; the DDPM run uses a T=50 schedule so it too makes S calls
+    S = 25  # network calls per sample; the DDPM run uses a T=25 schedule so it too makes S calls
     batch, size = 8, 32
     model = diffkit.create_backbone("unet2d", in_channels=3, channels=[64, 128, 128], num_res_blocks=2,
                                     attention_levels=[1]).to(device).eval()
     diffusion = diffkit.GaussianDiffusion(model, (3, size, size), linear_beta_schedule(1000)).to(device)
-    diffusion_T50 = diffkit.GaussianDiffusion(model, (3, size, size), linear_beta_schedule(S)).to(device)
+    diffusion_TS = diffkit.GaussianDiffusion(model, (3, size, size), linear_beta_schedule(S)).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     t = torch.full((batch,), 500, device=device, dtype=torch.long)
 
@@ -51,7 +51,7 @@ def main() -> None:
 
     runners = {"bare forwards": bare}
     for name in SAMPLERS:
-        engine = diffusion_T50 if name == "ddpm" else diffusion
+        engine = diffusion_TS if name == "ddpm" else diffusion
         steps = None if name == "ddpm" else S
         runners[name] = lambda engine=engine, name=name, steps=steps: engine.sample(
             batch, sampler=name, steps=steps, generator=torch.Generator(device).manual_seed(0))
