@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 5
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -71,7 +75,7 @@ def main() -> None:
     lines = [
         "# Engine overhead: sampling S steps / S bare network forwards",
         "",
-        f"`python benchmarks/engine_overhead.py` — unet2d (channels 64/128/128, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+        f"`python benchmarks/engine_overhead.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` — unet2d (channels 64/128/128, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
         f"parameters), batch {batch}, 3×{size}×{size}, S = {S}, median of {repeats} interleaved repeats, "
         f"device {device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}.",
         "",
