@@ -41,11 +41,18 @@ def _save_png(pixels: np.ndarray, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def save_image_grid(x: torch.Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None, pad: int = 2) -> Path:
-    """Save a batch of images (B, C, H, W) in [-1, 1] as one PNG grid, ``nrow`` images per row."""
+def save_image_grid(
+    x: torch.Tensor, path: Union[str, os.PathLike], nrow: Optional[int] = None, pad: int = 2, scale: int = 1
+) -> Path:
+    """Save a batch of images (B, C, H, W) in [-1, 1] as one PNG grid, ``nrow`` images per row, each
+    enlarged ``scale`` times by pixel repetition (so 8×8 digits stay crisp and visible)."""
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"save_image_grid expects (B, 1 or 3, H, W), got {tuple(x.shape)}")
+    if scale < 1:
+        raise ValueError(f"save_image_grid: scale must be >= 1, got {scale}")
     images = to_uint8_images(x)
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     return _save_png(_grid(list(images), nrow, pad), path)
 
@@ -153,7 +160,9 @@ def save_samples(
     if x.ndim != ranks[modality]:
         raise ValueError(f"{modality} samples must have rank {ranks[modality]} (B, C, ...), got shape {tuple(x.shape)}")
     if modality == "image":
-        return [save_image_grid(x, directory / f"{stem}.png")]
+        # Small images (8×8 digits, 16×16 shapes) are enlarged to at least 64 pixels a side to be seen.
+        scale = max(1, 64 // max(x.shape[2:]))
+        return [save_image_grid(x, directory / f"{stem}.png", scale=scale)]
     if modality == "audio":
         if sample_rate is None:
             raise ValueError("save_samples: audio needs 'sample_rate'")

@@ -113,3 +113,12 @@ def test_save_samples_rejects_what_it_cannot_write(tmp_path):
         save_samples(torch.zeros(1, 1, 4, 4), "video", tmp_path)
     with pytest.raises(ValueError, match=r"\(C, L\)"):
         save_wav(torch.zeros(64), tmp_path / "a.wav", 8000)
+
+
+def test_small_image_samples_are_enlarged_by_pixel_repetition(tmp_path):
+    x = torch.full((1, 1, 8, 8), -1.0)
+    x[0, 0, 0, 0] = 1.0
+    (path,) = save_samples(x, "image", tmp_path, stem="s")
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (8 * 8 + 4, 8 * 8 + 4)  # 8×8 → 64×64, plus the 2-pixel border
+    assert (grid[2:10, 2:10] == 255).all() and grid[10, 10] == 0
