@@ -1,8 +1,8 @@
 """Audio quality: a class-conditional AudioDDPM (``unet1d``) on the ``tones`` demo set, judged by FFT.
 
 Run: python benchmarks/audio_quality.py [--retrain] [--steps 2000] [--threads N]
-(a first run trains the model, about 12 minutes on one core, and caches it under runs/bench-audio;
-later runs reuse it and take about 2 minutes.) Writes benchmarks/results/audio_quality.md
+(a first run trains the model, about 18 minutes on one busy core, and caches it under runs/bench-audio;
+later runs reuse it and take about 5 minutes, 2 of them for 8 clips of DDPM's 1000 steps.) Writes benchmarks/results/audio_quality.md
 and audio_spectrograms.png.
 
 The data: the first four classes of ``TonesDataset`` at 4 kHz, 2048 samples (0.51 s) per clip —
@@ -172,7 +172,7 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
     centres = 700 * (10 ** (np.linspace(mel_scale(f_min), mel_scale(f_max), n_mels + 2)[1:-1] / 2595) - 1)
     ticks = [110, 220, 440, 880, 1760]
     cols = per_class + 1
-    fig, axes = plt.subplots(len(CLASSES), cols, figsize=(2.6 * cols, 1.9 * len(CLASSES)), dpi=110,
+    fig, axes = plt.subplots(len(CLASSES), cols, figsize=(2.6 * cols, 1.9 * len(CLASSES)), dpi=90,
                              sharex=True, sharey=True)
     for k, cls in enumerate(CLASSES):
         clips = [real[real_y == k][0]] + list(fake[fake_y == k][:per_class])
@@ -180,6 +180,7 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
             db = mel_db(clip[None], n_mels)[0].numpy()
             ax = axes[k, j]
             ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 70, vmax=db.max(),
+                      interpolation="nearest",
                       extent=(0, LENGTH / SAMPLE_RATE, -0.5, n_mels - 0.5))
             ax.set_yticks([int(np.abs(centres - f).argmin()) for f in ticks], [str(f) for f in ticks])
             ax.set_title(f"{cls}: {'real' if j == 0 else f'generated {j}'}", fontsize=8)
@@ -317,7 +318,8 @@ def main() -> None:
         "model itself was trained for minutes on a CPU.",
         "",
         f"Mel spectrograms, one row per class (from the top: {', '.join(CLASSES)}), a real clip on the left "
-        f"and three generated ones ({best_name}): `benchmarks/results/audio_spectrograms.png`.",
+        f"and three generated ones ({best_name}); each panel's colours span 70 dB below its loudest bin, so a "
+        "floor 30-40 dB under the tone still shows: `benchmarks/results/audio_spectrograms.png`.",
         "",
         "![mel spectrograms of generated clips](audio_spectrograms.png)",
         "",

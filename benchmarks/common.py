@@ -101,14 +101,15 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], align: Option
     return lines
 
 
-def write_results(name: str, lines: Sequence[str]) -> Path:
-    """Write ``benchmarks/results/NAME`` and print it."""
+def write_results(name: str, lines: Sequence[str], echo: bool = True) -> Path:
+    """Write ``benchmarks/results/NAME`` (and print it, unless ``echo`` is false)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     text = "\n".join(lines).rstrip() + "\n"
     path.write_text(text)
-    print(text)
-    print(f"written to {path.relative_to(ROOT)}")
+    if echo:
+        print(text)
+        print(f"written to {path.relative_to(ROOT)}")
     return path
 
 

@@ -1,8 +1,8 @@
 """Quality on real data: class-conditional diffkit on scikit-learn's 8×8 digits, judged by an independent classifier.
 
 Run: python benchmarks/digits_quality.py [--retrain] [--steps 3000] [--threads N]
-(a first run trains the model, about 6 minutes on one core, and caches it under runs/bench-digits;
-later runs reuse it and take about 4 minutes.) Writes benchmarks/results/digits_quality.md,
+(a first run trains the model, about 10 minutes on one busy core, and caches it under runs/bench-digits;
+later runs reuse it and take 2-3 minutes.) Writes benchmarks/results/digits_quality.md,
 digits_quality.json and digits_samples.png.
 
 - The model: ``unet2d`` with the ``labels`` conditioner (label dropout 0.1, so classifier-free guidance

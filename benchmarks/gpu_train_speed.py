@@ -1,7 +1,8 @@
 """Training throughput on one GPU: diffkit's DDPM CIFAR-10 UNet against diffusers' UNet2DModel.
 
 Run on a CUDA machine:  python benchmarks/gpu_train_speed.py [--batch 128] [--rounds 3] [--steps-per-round 20]
-(about 3-4 minutes on an H100, most of it torch.compile; writes benchmarks/results/gpu_train_speed.md)
+(by our estimate 3-4 minutes on an H100, most of it torch.compile, which --no-compile skips; writes
+benchmarks/results/gpu_train_speed.md. Not yet run: no GPU was available when it was written.)
 Check the logic on a CPU: python benchmarks/gpu_train_speed.py --dry-run
 (batch 2, one step per runner, torch.compile with the "eager" backend; prints the table, writes nothing.)
 
@@ -89,6 +90,65 @@ def build_step(template: nn.Module, setting: Setting, device: torch.device, batc
     return step
 
 
+def fmt_mem(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"  # the dry run's CPU rates are tiny
+
+
+def report(args, card: str, device: torch.device, templates: dict[str, nn.Module], done: list[Setting],
+           images_per_s: dict, peak_gib: dict, failures: dict, started: float) -> list[str]:
+    """The results file's lines for the settings measured so far."""
+    sides = list(templates)
+    rows = []
+    for setting in done:
+        row = [setting.name]
+        for name in sides:
+            key = (setting.name, name)
+            row += ["fails", "–"] if key in failures else [fmt_rate(images_per_s[key]), fmt_mem(peak_gib[key])]
+        if len(sides) == 2:
+            a, b = ((setting.name, name) for name in sides)
+            row.append(f"{images_per_s[a] / images_per_s[b]:.2f}×" if a in images_per_s and b in images_per_s else "–")
+        row.append(f"{PEER_REFERENCE[setting.name]:,}")
+        rows.append(row)
+    header = ["setting"]
+    for name in sides:
+        header += [f"{name} img/s", f"{name} peak GiB"]
+    if len(sides) == 2:
+        header.append("diffkit / diffusers")
+    header.append("diffusers, issue's H100 reference")
+    lines = [
+        "# Training throughput on a GPU: diffkit vs diffusers, DDPM CIFAR-10 UNet",
+        "",
+        f"`python benchmarks/gpu_train_speed.py` on **{card}** — {machine(device)}"
+        + (f", diffusers {__import__('diffusers').__version__}" if "diffusers" in templates else "") + ".",
+        "",
+        f"Batch {args.batch} × 3×32×32, one step = forward, ε-MSE, backward, AdamW; both models are the DDPM "
+        f"paper's CIFAR-10 UNet ({num_params(templates['diffkit']):,} parameters each). img/s: median of "
+        f"{args.rounds} alternating blocks of {args.steps_per_round} steps. Peak: `torch.cuda.max_memory_allocated` "
+        "above what was allocated before the model was built (weights, gradients, AdamW state, activations).",
+        "",
+        *table(header, rows),
+        "",
+    ]
+    best = {name: max(((s.name, images_per_s[(s.name, name)]) for s in done if (s.name, name) in images_per_s),
+                      key=lambda item: item[1], default=None) for name in sides}
+    if len(sides) == 2 and best["diffkit"] and best["diffusers"]:
+        ratio = best["diffkit"][1] / best["diffusers"][1]
+        lines.append(f"diffkit's best ({best['diffkit'][0]}, {fmt_rate(best['diffkit'][1])} img/s) / diffusers' best "
+                     f"({best['diffusers'][0]}, {fmt_rate(best['diffusers'][1])} img/s): **{ratio:.2f}×** "
+                     f"(target ≥ {TARGET:.0f}× {'✓' if ratio >= TARGET else '✗'}).")
+    for (setting, name), message in failures.items():
+        lines.append(f"- {setting}, {name} failed: `{message}`")
+    missing = [s.name for s in SETTINGS if s not in done]
+    if missing:
+        lines += ["", f"Not measured (skipped or not reached): {', '.join(missing)}."]
+    lines += ["", f"Script runtime: {time.perf_counter() - started:.0f} s."]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -132,7 +192,9 @@ def main() -> int:
 
     images_per_s: dict[tuple[str, str], float] = {}
     peak_gib: dict[tuple[str, str], Optional[float]] = {}
+    failures: dict[tuple[str, str], str] = {}
     settings = [s for s in SETTINGS if not (args.no_compile and s.compile)]
+    done: list[Setting] = []
     for setting in settings:
         steps: dict[str, Callable[[], None]] = {}
         for name, template in templates.items():
@@ -142,10 +204,16 @@ def main() -> int:
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
             t0 = time.perf_counter()
-            steps[name] = build_step(template, setting, device, args.batch, compile_backend)
-            for _ in range(args.warmup + (3 if setting.compile and not args.dry_run else 0)):
-                steps[name]()
-            sync(device)
+            try:
+                step = build_step(template, setting, device, args.batch, compile_backend)
+                for _ in range(args.warmup + (3 if setting.compile and not args.dry_run else 0)):
+                    step()
+                sync(device)
+            except Exception as exc:  # one failing setting (a compile error, OOM) must not lose the others
+                failures[(setting.name, name)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                print(f"  {setting.name}, {name}: FAILED {failures[(setting.name, name)]}", flush=True)
+                continue
+            steps[name] = step
             peak_gib[(setting.name, name)] = (
                 (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" else None)
             print(f"  {setting.name}, {name}: built and warmed up in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -162,56 +230,15 @@ def main() -> int:
         for name, rates in blocks.items():
             images_per_s[(setting.name, name)] = statistics.median(rates)
             print(f"  {setting.name}, {name}: {images_per_s[(setting.name, name)]:,.2f} img/s", flush=True)
-        del steps
+        del steps, blocks
         gc.collect()
+        done.append(setting)
+        lines = report(args, card, device, templates, done, images_per_s, peak_gib, failures, started)
+        if not args.dry_run:  # after every setting, so a run cut short still leaves what it measured
+            write_results("gpu_train_speed.md", lines, echo=False)
 
-    def fmt_mem(v: Optional[float]) -> str:
-        return "–" if v is None else f"{v:.2f}"
-
-    def fmt_rate(v: float) -> str:
-        return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"  # the dry run's CPU rates are tiny
-
-    rows = []
-    for setting in settings:
-        ours = images_per_s[(setting.name, "diffkit")]
-        row = [setting.name, fmt_rate(ours), fmt_mem(peak_gib[(setting.name, "diffkit")])]
-        if "diffusers" in templates:
-            theirs = images_per_s[(setting.name, "diffusers")]
-            row += [fmt_rate(theirs), fmt_mem(peak_gib[(setting.name, "diffusers")]), f"{ours / theirs:.2f}×"]
-        row.append(f"{PEER_REFERENCE[setting.name]:,}")
-        rows.append(row)
-    header = ["setting", "diffkit img/s", "diffkit peak GiB"]
-    if "diffusers" in templates:
-        header += ["diffusers img/s", "diffusers peak GiB", "diffkit / diffusers"]
-    header.append("diffusers, issue's H100 reference")
-
-    best_ours = max(settings, key=lambda s: images_per_s[(s.name, "diffkit")])
-    lines = [
-        "# Training throughput on a GPU: diffkit vs diffusers, DDPM CIFAR-10 UNet",
-        "",
-        f"`python benchmarks/gpu_train_speed.py` on **{card}** — {machine(device)}"
-        + (f", diffusers {__import__('diffusers').__version__}" if "diffusers" in templates else "") + ".",
-        "",
-        f"Batch {args.batch} × 3×32×32, one step = forward, ε-MSE, backward, AdamW; both models are the DDPM "
-        f"paper's CIFAR-10 UNet ({num_params(templates['diffkit']):,} parameters each). img/s: median of "
-        f"{args.rounds} alternating blocks of {args.steps_per_round} steps. Peak: `torch.cuda.max_memory_allocated` "
-        "above what was allocated before the model was built (weights, gradients, AdamW state, activations).",
-        "",
-        *table(header, rows),
-        "",
-    ]
-    if "diffusers" in templates:
-        best_theirs = max(settings, key=lambda s: images_per_s[(s.name, "diffusers")])
-        ratio = images_per_s[(best_ours.name, "diffkit")] / images_per_s[(best_theirs.name, "diffusers")]
-        lines.append(f"diffkit's best ({best_ours.name}, {fmt_rate(images_per_s[(best_ours.name, 'diffkit')])} img/s) / "
-                     f"diffusers' best ({best_theirs.name}, {fmt_rate(images_per_s[(best_theirs.name, 'diffusers')])} img/s): "
-                     f"**{ratio:.2f}×** (target ≥ {TARGET:.0f}× {'✓' if ratio >= TARGET else '✗'}).")
-    lines += ["", f"Script runtime: {time.perf_counter() - started:.0f} s."]
-    if args.dry_run:
-        print("\n".join(lines))
-        print("dry run: nothing written")
-    else:
-        write_results("gpu_train_speed.md", lines)
+    print("\n".join(lines))
+    print("dry run: nothing written" if args.dry_run else "written to benchmarks/results/gpu_train_speed.md")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Training speed on the CPU: diffkit's DDPM CIFAR-10 UNet against diffusers' UNet2DModel, same network.
 
 Run: python benchmarks/train_speed.py [--batch 8] [--repeats 10] [--threads 1] [--no-profile]
-(about 3 minutes: 4 runners × (1 warm-up + 10 timed) steps of ≈ 3.5 s on one core, and a profile.)
+(3-4 minutes: 4 runners × (1 warm-up + 10 timed) steps of ≈ 3.5 s on one core, and a profile.)
 Writes benchmarks/results/train_speed.md.
 
 Both networks are the DDPM paper's CIFAR-10 model (Ho et al. 2020, appendix B): widths
