@@ -113,7 +113,9 @@ def save_spectrogram_png(
     n_fft = min(1024, 2 ** int(math.log2(length)))
     # Fewer mel bands for short windows, so that no band falls between two FFT bins and stays empty.
     n_mels = max(1, min(n_mels, n_fft // 16))
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=int(sample_rate), n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels)
+    # About 256 frames whatever the length, so short clips still give a picture wide enough to read.
+    hop = max(1, min(n_fft // 4, length // 256))
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=int(sample_rate), n_fft=n_fft, hop_length=hop, n_mels=n_mels)
     power = mel(x.detach().float().cpu().clamp(-1, 1).mean(dim=1))  # (B, n_mels, frames)
     db = 10 * torch.log10(power.clamp_min(1e-10))
     db = db.clamp_min(db.max() - top_db)

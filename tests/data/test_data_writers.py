@@ -67,7 +67,7 @@ def test_spectrogram_puts_higher_tones_higher(tmp_path):
     x = torch.stack([torch.sin(2 * torch.pi * f * t)[None] * 0.5 for f in (300.0, 3000.0)])
     path = save_spectrogram_png(x, tmp_path / "spec.png", sample_rate=16000)
     image = np.asarray(Image.open(path).convert("RGB")).astype(float)
-    n_mels, frames, pad = 64, 4096 // 256 + 1, 2
+    n_mels, frames, pad = 64, 4096 // 16 + 1, 2  # hop 4096 // 256 = 16: 257 frames
     assert image.shape == (2 * (n_mels + pad) + pad, frames + 2 * pad, 3)
     brightness = image.sum(-1)
     rows = [brightness[pad + i * (n_mels + pad) : pad + i * (n_mels + pad) + n_mels, pad:-pad].mean(1) for i in range(2)]
