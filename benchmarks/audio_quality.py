@@ -20,21 +20,16 @@ the classes, and to the unguided model. Mel spectrograms of generated clips go t
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+import common
 from common import RESULTS, ROOT, add_threads_option, elapsed, machine, set_threads, table, write_results
 from diffkit import GaussianDiffusion
-from diffkit import checkpoint as ckpt
-from diffkit.build import RunInfo, build_diffusion
-from diffkit.config import load_config, validate
 from diffkit.data import create_dataset
-from diffkit.trainer import Trainer
 
 RUN = ROOT / "runs" / "bench-audio"
 SAMPLE_RATE, LENGTH = 4000, 2048
@@ -68,24 +63,8 @@ def train_config(steps: int) -> dict[str, Any]:
 
 
 def load_or_train(retrain: bool = False, steps: int = 2000) -> tuple[GaussianDiffusion, dict[str, Any]]:
-    facts_path = RUN / "bench.json"
-    if retrain or ckpt.latest_checkpoint(RUN / "checkpoints") is None or not facts_path.is_file():
-        if RUN.exists():
-            shutil.rmtree(RUN)
-        config = validate(train_config(steps), "benchmarks/audio_quality.py")
-        print(f"training the tones model for {steps} steps into {RUN.relative_to(ROOT)} …", flush=True)
-        start = time.perf_counter()
-        Trainer(config, progress=True).run()
-        facts = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
-                 "train_machine": machine()}
-        facts_path.write_text(json.dumps(facts, indent=2) + "\n")
-    facts = json.loads(facts_path.read_text())
-    diffusion = build_diffusion(load_config(RUN / "config.toml"), RunInfo.load(RUN / "run.json"))
-    ckpt.load_into(diffusion, ckpt.resolve_checkpoint(RUN) / "ema.safetensors")
-    facts["parameters"] = sum(p.numel() for p in diffusion.parameters())
-    losses = [json.loads(line)["loss"] for line in (RUN / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    facts["final_loss"] = round(float(np.mean(losses[-5:])), 4)
-    return diffusion.eval(), facts
+    """The EMA model of the cached run (trained first when missing or ``retrain``) and facts about its training."""
+    return common.load_or_train(RUN, train_config(steps), "the tones model", retrain)
 
 
 # --- the FFT judge -------------------------------------------------------------------------------

@@ -130,3 +130,39 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def elapsed(start: float) -> str:
     seconds = time.perf_counter() - start
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def load_or_train(run: Path, raw_config: dict, label: str, retrain: bool = False):
+    """(EMA diffusion in eval mode, facts) of a cached benchmark run; trains it first when missing or ``retrain``.
+
+    ``raw_config`` is a config mapping as ``diffkit.config.validate`` takes it; the run lives in ``run``.
+    """
+    import json
+    import shutil
+
+    from diffkit import checkpoint as ckpt
+    from diffkit.build import RunInfo, build_diffusion
+    from diffkit.config import load_config, validate
+    from diffkit.trainer import Trainer
+
+    facts_path = run / "bench.json"
+    if retrain or ckpt.latest_checkpoint(run / "checkpoints") is None or not facts_path.is_file():
+        if run.exists():
+            shutil.rmtree(run)
+        config = validate(raw_config, label)
+        steps = config.train.steps
+        print(f"training {label} for {steps} steps into {run.relative_to(ROOT)} …", flush=True)
+        start = time.perf_counter()
+        Trainer(config, progress=True).run()
+        facts = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
+                 "train_machine": machine()}
+        facts_path.write_text(json.dumps(facts, indent=2) + "\n")
+    facts = json.loads(facts_path.read_text())
+    diffusion = build_diffusion(load_config(run / "config.toml"), RunInfo.load(run / "run.json"))
+    folder = ckpt.resolve_checkpoint(run)
+    ckpt.load_into(diffusion, folder / "ema.safetensors")
+    facts["parameters"] = sum(p.numel() for p in diffusion.parameters())
+    facts["checkpoint"] = str(folder.relative_to(ROOT))
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    facts["final_loss"] = round(float(np.mean(losses[-5:])), 4)
+    return diffusion.eval(), facts

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import common
 from common import (RESULTS, ROOT, add_threads_option, elapsed, frechet_distance, machine, set_threads, table,
                     write_results)
 from diffkit import GaussianDiffusion
-from diffkit import checkpoint as ckpt
-from diffkit.build import RunInfo, build_diffusion
-from diffkit.config import load_config, validate
+from diffkit.config import load_config
 from diffkit.data import create_dataset, save_image_grid
-from diffkit.trainer import Trainer
 
 RUN = ROOT / "runs" / "bench-digits"
 SIZE = 8
@@ -75,27 +72,7 @@ def train_config(steps: int) -> dict[str, Any]:
 
 def load_or_train(retrain: bool = False, steps: int = 3000) -> tuple[GaussianDiffusion, dict[str, Any]]:
     """The EMA model of the cached run (trained first when missing or ``retrain``) and facts about its training."""
-    facts_path = RUN / "bench.json"
-    if retrain or ckpt.latest_checkpoint(RUN / "checkpoints") is None or not facts_path.is_file():
-        if RUN.exists():
-            shutil.rmtree(RUN)
-        config = validate(train_config(steps), "benchmarks/digits_quality.py")
-        print(f"training the digits model for {steps} steps into {RUN.relative_to(ROOT)} …", flush=True)
-        start = time.perf_counter()
-        Trainer(config, progress=True).run()
-        facts = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
-                 "train_machine": machine()}
-        facts_path.write_text(json.dumps(facts, indent=2) + "\n")
-    facts = json.loads(facts_path.read_text())
-    config = load_config(RUN / "config.toml")
-    diffusion = build_diffusion(config, RunInfo.load(RUN / "run.json"))
-    folder = ckpt.resolve_checkpoint(RUN)
-    ckpt.load_into(diffusion, folder / "ema.safetensors")
-    facts["parameters"] = sum(p.numel() for p in diffusion.parameters())
-    facts["checkpoint"] = str(folder.relative_to(ROOT))
-    losses = [json.loads(line)["loss"] for line in (RUN / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    facts["final_loss"] = round(float(np.mean(losses[-5:])), 4)
-    return diffusion.eval(), facts
+    return common.load_or_train(RUN, train_config(steps), "the digits model", retrain)
 
 
 # --- the judge and the Fréchet features ----------------------------------------------------------
