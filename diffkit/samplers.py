@@ -10,6 +10,8 @@ Every sampler is called as::
 - ``x``: the starting noise x_T.
 - ``alphas_cumprod``: ᾱ of the training schedule, float64, length T.
 - ``timesteps``: the training-schedule indices to visit, strictly decreasing.
+- ``step_hook(x, t_next) -> x`` (optional, every sampler): called on the state after each transition,
+  with the index just landed on (-1 for clean data); e.g. inpainting puts the known part back there.
 
 Between two visited steps t > t' the sampler uses ᾱ_t and ᾱ_t' directly, so skipping steps needs no
 second schedule. After the last visited step every sampler lands on clean data (ᾱ = 1).
@@ -27,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+StepHook = Callable[[torch.Tensor, int], torch.Tensor]
 Spacing = Literal["leading", "trailing", "linspace", "logsnr", "logsnr-tapered"]
 SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "logsnr", "logsnr-tapered")
 
@@ -141,6 +144,7 @@ def sample_ddpm(
     *,
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
+    step_hook: Optional[StepHook] = None,
     variance: Literal["beta", "posterior"] = "beta",
 ) -> torch.Tensor:
     """Ancestral sampling of Ho et al. 2020, eq. 11 via the posterior mean of eq. 7; σ² = β (as the seed) or β̃."""
@@ -156,6 +160,8 @@ def sample_ddpm(
         if t_prev >= 0:
             var = beta if variance == "beta" else beta * (1.0 - a_prev) / (1.0 - a_t)
             x = x + math.sqrt(var) * _noise_like(x, generator)
+        if step_hook is not None:
+            x = step_hook(x, t_prev)
     return x
 
 
@@ -167,6 +173,7 @@ def sample_ddim(
     *,
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
+    step_hook: Optional[StepHook] = None,
     eta: float = 0.0,
 ) -> torch.Tensor:
     """DDIM of Song et al. 2021, eq. 12; η=0 is deterministic, η=1 matches DDPM's σ."""
@@ -178,6 +185,8 @@ def sample_ddim(
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
         if sigma > 0 and t_prev >= 0:
             x = x + sigma * _noise_like(x, generator)
+        if step_hook is not None:
+            x = step_hook(x, t_prev)
     return x
 
 
@@ -189,6 +198,7 @@ def sample_dpmpp_2m(
     *,
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
+    step_hook: Optional[StepHook] = None,
     order: Literal[1, 2] = 2,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) of Lu et al. 2022 (arXiv 2211.01095), Algorithm 2: multistep, data prediction, in λ.
@@ -204,12 +214,14 @@ def sample_dpmpp_2m(
     for t, a_t, t_next, a_next in _transitions(alphas_cumprod, timesteps, "dpm-solver++", progress):
         _, x0 = denoise(x, _batch_t(t, x))
         if t_next < 0:
-            return x0
+            return x0 if step_hook is None else step_hook(x0, t_next)
         alpha, sigma = math.sqrt(a_t), math.sqrt(1.0 - a_t)
         alpha_next, sigma_next = math.sqrt(a_next), math.sqrt(1.0 - a_next)
         h = math.log(alpha_next / sigma_next) - math.log(alpha / sigma)
         d = x0 if order == 1 or x0_prev is None else x0 + (x0 - x0_prev) * (h / (2.0 * h_prev))
         x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * d
+        if step_hook is not None:
+            x = step_hook(x, t_next)
         x0_prev, h_prev = x0, h
     return x  # no steps at all: x unchanged
 

@@ -311,3 +311,20 @@ def test_guided_sampling_keeps_one_call_per_step():
     d.sample(3, sampler="dpm-solver++", steps=8, y=torch.tensor([0, 1, 2]), guidance_scale=3.0)
     assert len(model.calls) == 8
     assert model.calls[0].shape == (6,)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_calls_the_step_hook_after_each_transition(name):
+    abar = torch.cumprod(1 - linear_beta_schedule(50), 0)
+    seen = []
+
+    def denoise(x, t):
+        return torch.zeros_like(x), torch.zeros_like(x)
+
+    def hook(x, t_next):
+        seen.append(t_next)
+        return torch.full_like(x, 0.5) if t_next < 0 else x
+
+    out = SAMPLERS[name](denoise, torch.randn(2, 1, 4), abar, [40, 20, 5], step_hook=hook)
+    assert seen == [20, 5, -1]
+    assert torch.equal(out, torch.full_like(out, 0.5))  # what the hook returns last is the sample
