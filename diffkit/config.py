@@ -8,12 +8,18 @@ Every error is one line naming the key path and what would be accepted.
 from __future__ import annotations
 
 import difflib
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .diffusion import GaussianDiffusion
+from .objectives import LOSS_WEIGHTINGS, OBJECTIVES, THRESHOLDS
+from .samplers import SAMPLERS, VARIANCES
+from .schedules import DEFAULT_SCHEDULE, DEFAULT_TIMESTEPS, SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,16 +62,26 @@ class ModelSection(_Section):
     conditioner: Optional[ConditionerSection] = None
 
 
+def _engine_default(function: Any, name: str) -> Any:
+    """The default of ``function``'s parameter ``name``: the engine's defaults are the config's, written once."""
+    return inspect.signature(function).parameters[name].default
+
+
+_ENGINE = GaussianDiffusion.__init__
+_SAMPLE = GaussianDiffusion.sample
+
+
 class DiffusionSection(_Section):
-    timesteps: int = Field(1000, ge=2)
-    schedule: Literal["linear", "cosine"] = "linear"
-    objective: Literal["eps", "x0", "v"] = "eps"
-    variance: Literal["beta", "posterior"] = "beta"  # σ² of the DDPM sampler
+    # Every default and choice below is the engine's own (GaussianDiffusion, diffkit.schedules).
+    timesteps: int = Field(DEFAULT_TIMESTEPS, ge=2)
+    schedule: Literal[tuple(SCHEDULES)] = DEFAULT_SCHEDULE  # type: ignore[valid-type]
+    objective: Literal[OBJECTIVES] = _engine_default(_ENGINE, "objective")  # type: ignore[valid-type]
+    variance: Literal[VARIANCES] = _engine_default(_ENGINE, "variance")  # type: ignore[valid-type]  # σ² of DDPM
     # Keep the predicted x0 in [-1, 1] while sampling (data lives there): clamp, or Imagen's dynamic thresholding.
-    threshold: Literal["none", "clip", "dynamic"] = "clip"
-    threshold_percentile: float = Field(0.995, gt=0, le=1)
-    loss_weighting: Literal["none", "min-snr"] = "none"  # Min-SNR-γ (Hang et al. 2023)
-    min_snr_gamma: float = Field(5.0, gt=0)
+    threshold: Literal[THRESHOLDS] = _engine_default(_ENGINE, "threshold")  # type: ignore[valid-type]
+    threshold_percentile: float = Field(_engine_default(_ENGINE, "threshold_percentile"), gt=0, le=1)
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = _engine_default(_ENGINE, "loss_weighting")  # type: ignore[valid-type]
+    min_snr_gamma: float = Field(_engine_default(_ENGINE, "min_snr_gamma"), gt=0)
 
 
 class TrainSection(_Section):
@@ -90,19 +106,18 @@ class TrainSection(_Section):
 
 
 class SampleSection(_Section):
+    # The sampler's defaults are GaussianDiffusion.sample's own.
     num: int = Field(16, ge=1)
-    sampler: str = "ddim"
-    steps: Optional[int] = Field(50, ge=1)  # network calls; omit for all T (ddpm)
-    eta: float = Field(0.0, ge=0)
-    guidance_scale: float = 1.0
+    sampler: str = _engine_default(_SAMPLE, "sampler")
+    steps: Optional[int] = Field(_engine_default(_SAMPLE, "steps"), ge=1)  # network calls; omit for all T
+    eta: float = Field(_engine_default(_SAMPLE, "eta"), ge=0)
+    guidance_scale: float = _engine_default(_SAMPLE, "guidance_scale")
     labels: Optional[list[int]] = None  # one per sample, for a conditional model; default: cycle the classes
     use_ema: bool = True
 
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        from .samplers import SAMPLERS
-
         if value not in SAMPLERS:
             raise ValueError(f"unknown sampler {value!r}; choose one of {sorted(SAMPLERS)}")
         return value

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import likelihood, objectives
-from .samplers import DEFAULT_SPACING, SAMPLERS, timestep_schedule
+from .samplers import DEFAULT_SPACING, SAMPLERS, VARIANCES, timestep_schedule
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -39,9 +39,12 @@ class GaussianDiffusion(nn.Module):
 
     ``input_shape`` is one example's shape without the batch, ``(C, *spatial)`` of any rank.
     ``variance`` picks the DDPM sampler's σ²: ``"beta"`` (σ² = β, as the seed) or ``"posterior"`` (β̃).
-    ``threshold`` keeps the predicted x0 in [-1, 1] while sampling, for data scaled to that range:
-    ``"none"``, ``"clip"`` (clamp; ``clip_x0=True`` is the same) or ``"dynamic"`` (Imagen's dynamic
-    thresholding at ``threshold_percentile``). ``loss_weighting`` is ``"none"`` (plain MSE) or
+    ``threshold`` keeps the predicted x0 in [-1, 1] while sampling, for data scaled to that range as
+    the seed advises: ``"clip"`` (clamp, the default), ``"dynamic"`` (Imagen's dynamic thresholding at
+    ``threshold_percentile``) or ``"none"`` (for data that is not in [-1, 1], or an exact denoiser).
+    Clipping is the default because at t = T-1 the schedule's sqrt(ᾱ) is tiny (2e-5 on the cosine
+    schedule): x̂0 = (x_t - sqrt(1-ᾱ)·ε̂)/sqrt(ᾱ) multiplies any error of a trained ε̂ by 1/sqrt(ᾱ), and
+    unclipped samples then leave the data's range by orders of magnitude. ``loss_weighting`` is ``"none"`` (plain MSE) or
     ``"min-snr"`` (Min-SNR-γ of Hang et al. 2023, ``min_snr_gamma``), the same for every objective.
     """
 
@@ -54,21 +57,21 @@ class GaussianDiffusion(nn.Module):
         objective: str = "eps",
         conditioner: Optional[nn.Module] = None,
         variance: str = "beta",
-        clip_x0: bool = False,
-        threshold: Optional[str] = None,
+        clip_x0: Optional[bool] = None,
+        threshold: str = "clip",
         threshold_percentile: float = 0.995,
         loss_weighting: str = "none",
         min_snr_gamma: float = 5.0,
     ) -> None:
         super().__init__()
         objectives.check_objective(objective)
-        if threshold is None:
+        if clip_x0 is not None:  # the older spelling: True is "clip", False is "none"
+            if threshold not in ("clip", "none") or (threshold == "none" and clip_x0):
+                raise ValueError(f"clip_x0={clip_x0} contradicts threshold={threshold!r}; give only one of them")
             threshold = "clip" if clip_x0 else "none"
-        elif clip_x0 and threshold != "clip":
-            raise ValueError(f"clip_x0=True contradicts threshold={threshold!r}; give only one of them")
         objectives.check_threshold(threshold, threshold_percentile)
         objectives.check_loss_weighting(loss_weighting, min_snr_gamma)
-        if variance not in ("beta", "posterior"):
+        if variance not in VARIANCES:
             raise ValueError(f"unknown variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
         betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
         if betas.ndim != 1 or len(betas) == 0:
@@ -224,14 +227,16 @@ class GaussianDiffusion(nn.Module):
         progress: bool = False,
         **options: Any,
     ) -> torch.Tensor:
-        """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``)."""
+        """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
+
+        ``steps`` network calls (None: all T); with fewer than T, ``"ddpm"`` is ancestral sampling over
+        the strided steps (Nichol & Dhariwal 2021, §4), the same as DDIM with η = 1.
+        """
         try:
             sampler_fn = SAMPLERS[sampler]
         except KeyError:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
         spacing = options.pop("spacing", DEFAULT_SPACING.get(sampler, "trailing"))
-        if sampler == "ddpm" and steps is not None and steps != self.num_timesteps:
-            raise ValueError(f"the 'ddpm' sampler runs all {self.num_timesteps} steps; use 'ddim' for fewer")
         accepted = inspect.signature(sampler_fn).parameters
         if eta != 0.0:
             options["eta"] = eta

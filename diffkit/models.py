@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from .diffusion import GaussianDiffusion
 from .registry import create_backbone, create_conditioner
-from .schedules import linear_beta_schedule
+from .schedules import DEFAULT_SCHEDULE, DEFAULT_TIMESTEPS, make_beta_schedule
 
 Backbone = Union[nn.Module, str, None]
 Betas = Union[torch.Tensor, Sequence[float], None]
@@ -70,7 +70,7 @@ class AudioDDPM(GaussianDiffusion):
         conditioner = kwargs.get("conditioner")
         cond_dim = getattr(conditioner, "dim", None) if conditioner is not None else None
         backbone = _backbone("AudioDDPM", model, AUDIO_BACKBONE, AUDIO_OPTIONS, shape[0], cond_dim, backbone_options)
-        super().__init__(backbone, shape, linear_beta_schedule(1000) if betas is None else betas, **kwargs)
+        super().__init__(backbone, shape, make_beta_schedule(DEFAULT_SCHEDULE, DEFAULT_TIMESTEPS) if betas is None else betas, **kwargs)
 
 
 class ConditionalDDPM(GaussianDiffusion):
@@ -107,5 +107,5 @@ class ConditionalDDPM(GaussianDiffusion):
                              f"cond_dim={dim} or pass a backbone name")
         conditioner = create_conditioner("labels", num_classes=num_classes, dim=dim, dropout=label_dropout)
         backbone = _backbone("ConditionalDDPM", model, None, {}, shape[0], dim, backbone_options)
-        super().__init__(backbone, shape, linear_beta_schedule(1000) if betas is None else betas,
+        super().__init__(backbone, shape, make_beta_schedule(DEFAULT_SCHEDULE, DEFAULT_TIMESTEPS) if betas is None else betas,
                          conditioner=conditioner, **kwargs)

@@ -28,6 +28,9 @@ from typing import Callable, Literal, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+# σ² of the DDPM sampler: β (as the seed and Ho et al.) or the posterior's β̃.
+VARIANCES: tuple[str, ...] = ("beta", "posterior")
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 StepHook = Callable[[torch.Tensor, int], torch.Tensor]
 Spacing = Literal["leading", "trailing", "linspace", "logsnr", "logsnr-tapered"]
@@ -148,7 +151,7 @@ def sample_ddpm(
     variance: Literal["beta", "posterior"] = "beta",
 ) -> torch.Tensor:
     """Ancestral sampling of Ho et al. 2020, eq. 11 via the posterior mean of eq. 7; σ² = β (as the seed) or β̃."""
-    if variance not in ("beta", "posterior"):
+    if variance not in VARIANCES:
         raise ValueError(f"unknown DDPM variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
     for t, a_t, t_prev, a_prev in _transitions(alphas_cumprod, timesteps, "ddpm", progress):
         beta = 1.0 - a_t / a_prev

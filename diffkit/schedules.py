@@ -30,6 +30,9 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
 
 
 SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule}
+# The seed's choice: the linear schedule over 1000 steps (Ho et al. 2020).
+DEFAULT_SCHEDULE = "linear"
+DEFAULT_TIMESTEPS = 1000
 
 
 def make_beta_schedule(name: str, T: int) -> torch.Tensor:

@@ -24,21 +24,39 @@ from . import objectives
 
 
 class GaussianOracle(nn.Module):
-    """The exact predictor (for ``objective``) of a diffusion trained on N(mean, std²) data."""
+    """The exact predictor (for ``objective``) of a diffusion trained on N(mean, std²) data.
 
-    def __init__(self, alphas_cumprod: torch.Tensor, mean: float = 0.0, std: float = 1.0, objective: str = "eps") -> None:
+    ``eps_noise`` > 0 makes it the slightly imperfect denoiser a trained network is: independent
+    N(0, eps_noise²) noise (from its own generator, seeded by ``seed``) is added to the predicted ε
+    at every call, before the conversion to ``objective``.
+    """
+
+    def __init__(
+        self,
+        alphas_cumprod: torch.Tensor,
+        mean: float = 0.0,
+        std: float = 1.0,
+        objective: str = "eps",
+        eps_noise: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         objectives.check_objective(objective)
         self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
         self.mean = float(mean)
         self.std = float(std)
         self.objective = objective
+        self.eps_noise = float(eps_noise)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         abar = self.alphas_cumprod[t].reshape(-1, *((1,) * (x_t.ndim - 1)))
         a, sigma = abar.sqrt(), (1 - abar).sqrt()
         x = x_t.double()
         eps = sigma * (x - a * self.mean) / (abar * self.std**2 + sigma**2)
+        if self.eps_noise:
+            noise = torch.randn(x.shape, generator=self.generator, dtype=torch.float64)
+            eps = eps + self.eps_noise * noise.to(x.device)
         x0 = (x - sigma * eps) / a
         return objectives.training_target(self.objective, x0, eps, a, sigma).to(x_t.dtype)
 

@@ -412,7 +412,7 @@ class Trainer:
         y = sample_labels(model, s.num, s.labels)
         generator = torch.Generator(self.device).manual_seed(self.config.run.seed)
         # Sampling draws from its own generator: the training RNG stream is left as it was.
-        x = model.sample(s.num, sampler=s.sampler, steps=s.steps if s.sampler != "ddpm" else None,
+        x = model.sample(s.num, sampler=s.sampler, steps=s.steps,
                          eta=s.eta, y=None if y is None else y.to(self.device),
                          guidance_scale=s.guidance_scale, generator=generator, progress=self.progress)
         return save_samples(x, self.info.modality, self.run_dir.path / "samples", stem=f"step_{step:08d}",

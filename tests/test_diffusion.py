@@ -4,7 +4,7 @@ import torch.nn as nn
 
 import diffkit
 from diffkit import GaussianDiffusion, extract
-from diffkit.schedules import cosine_beta_schedule, linear_beta_schedule
+from diffkit.schedules import cosine_beta_schedule, linear_beta_schedule, make_beta_schedule
 from diffkit.testing import GaussianOracle, gaussian_min_loss
 
 SHAPES = [(6,), (2, 5), (2, 3, 4), (1, 2, 3, 4)]  # ranks 2 to 5 once batched
@@ -14,6 +14,7 @@ MEAN, STD = 0.4, 0.6
 def oracle_diffusion(shape, betas=None, objective="eps", **kwargs):
     betas = linear_beta_schedule(1000) if betas is None else betas
     abar = torch.cumprod(1 - betas, 0)
+    kwargs.setdefault("threshold", "none")  # the oracle is exact: sample it unclipped
     return GaussianDiffusion(GaussianOracle(abar, MEAN, STD, objective), shape, betas, objective=objective, **kwargs)
 
 
@@ -157,7 +158,7 @@ class CountingBackbone(nn.Module):
 def test_classifier_free_guidance_is_one_batched_call_per_step():
     backbone = CountingBackbone()
     labels = diffkit.create_conditioner("labels", num_classes=3, dim=4)
-    d = GaussianDiffusion(backbone, (1, 4), linear_beta_schedule(50), conditioner=labels)
+    d = GaussianDiffusion(backbone, (1, 4), linear_beta_schedule(50), conditioner=labels, threshold="none")
     y = torch.tensor([0, 2])
     d.sample(2, y=y, guidance_scale=3.0)
     assert backbone.calls == 50 and set(backbone.batch_sizes) == {4}
@@ -168,3 +169,32 @@ def test_classifier_free_guidance_is_one_batched_call_per_step():
     c = labels(y)[:, 0]
     u = labels.null(2)[:, 0]
     torch.testing.assert_close(eps[:, 0, 0], u + 3.0 * (c - u))
+
+
+# --- defaults that are right for a trained (imperfect) network -----------------------------------
+
+DATA_MEAN, DATA_STD = 0.2, 0.3  # data inside [-1, 1], as the seed scales it
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", None), ("dpm-solver++", None),
+                                            ("dpm-solver++", 20), ("ddpm", 100)])
+def test_default_sampling_of_an_imperfect_denoiser_stays_in_the_datas_range(schedule, sampler, steps):
+    """The exact Gaussian denoiser with 5% noise on its ε, sampled with the engine's defaults."""
+    betas = make_beta_schedule(schedule, 1000)
+    oracle = GaussianOracle(torch.cumprod(1 - betas, 0), DATA_MEAN, DATA_STD, eps_noise=0.05, seed=1)
+    d = GaussianDiffusion(oracle, (64,), betas)  # every engine default
+    x = d.sample(512, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+    z = (x - DATA_MEAN).abs().max() / DATA_STD
+    assert z <= 6, f"a sample lies {float(z):.0f}σ from the data's mean"
+    assert abs(float(x.std()) / DATA_STD - 1) <= 0.03
+    assert abs(float(x.mean()) - DATA_MEAN) <= 0.02
+
+
+def test_without_clipping_the_same_denoiser_leaves_the_data_range_on_the_cosine_schedule():
+    """Why clipping is the default: unclipped, the first steps multiply ε's error by 1/sqrt(ᾱ_T-1) ≈ 2e4."""
+    betas = make_beta_schedule("cosine", 1000)
+    oracle = GaussianOracle(torch.cumprod(1 - betas, 0), DATA_MEAN, DATA_STD, eps_noise=0.05, seed=1)
+    d = GaussianDiffusion(oracle, (64,), betas, threshold="none")
+    x = d.sample(512, sampler="dpm-solver++", steps=20, generator=torch.Generator().manual_seed(0))
+    assert float((x - DATA_MEAN).abs().max()) / DATA_STD > 20

@@ -34,7 +34,8 @@ def gaussian_data(n, seed=0):
 
 def oracle_diffusion(T=1000, variance="beta", mean=MEAN, std=STD, schedule=linear_beta_schedule):
     betas = schedule(T)
-    return GaussianDiffusion(GaussianOracle(torch.cumprod(1 - betas, 0), mean, std), SHAPE, betas, variance=variance)
+    return GaussianDiffusion(GaussianOracle(torch.cumprod(1 - betas, 0), mean, std), SHAPE, betas, variance=variance,
+                             threshold="none")
 
 
 def level_probabilities(mean, std):

@@ -22,6 +22,7 @@ SHAPES = [(5,), (2, 5), (2, 3, 4), (1, 2, 3, 4)]  # ranks 2 to 5 once batched
 def oracle_diffusion(shape, objective="eps", **kwargs):
     betas = linear_beta_schedule(1000)
     abar = torch.cumprod(1 - betas, 0)
+    kwargs.setdefault("threshold", "none")  # the oracle is exact: sample it unclipped
     return GaussianDiffusion(GaussianOracle(abar, MEAN, STD, objective), shape, betas, objective=objective, **kwargs)
 
 
@@ -102,14 +103,17 @@ def test_the_engine_thresholds_x0_and_keeps_eps_consistent(threshold):
     assert float(x0.abs().max()) <= 1.0 + 1e-6
     a, s = coefficients(t, 4)
     torch.testing.assert_close(a.float() * x0 + s.float() * eps, x_t, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(x0, oracle_diffusion((2, 3, 4)).predict(x_t, t)[1])
+    assert not torch.allclose(x0, oracle_diffusion((2, 3, 4), threshold="none").predict(x_t, t)[1])
 
 
-def test_clip_x0_still_means_clip():
-    assert oracle_diffusion((3,), clip_x0=True).threshold == "clip"
+def test_clip_x0_still_means_clip_and_clipping_is_the_engines_default():
+    assert oracle_diffusion((3,), clip_x0=True, threshold="clip").threshold == "clip"
+    assert GaussianDiffusion(torch.nn.Identity(), (3,), linear_beta_schedule(50), clip_x0=True).threshold == "clip"
+    assert oracle_diffusion((3,), clip_x0=False).threshold == "none"
     d = oracle_diffusion((3,), threshold="clip")
     assert d.clip_x0
-    assert oracle_diffusion((3,)).threshold == "none"
+    betas = linear_beta_schedule(50)
+    assert GaussianDiffusion(torch.nn.Identity(), (3,), betas).threshold == "clip"
 
 
 def test_threshold_errors():
@@ -117,6 +121,8 @@ def test_threshold_errors():
         oracle_diffusion((3,), threshold="soft")
     with pytest.raises(ValueError, match="clip_x0=True contradicts threshold='dynamic'"):
         oracle_diffusion((3,), clip_x0=True, threshold="dynamic")
+    with pytest.raises(ValueError, match="clip_x0=True contradicts threshold='none'"):
+        oracle_diffusion((3,), clip_x0=True, threshold="none")
     with pytest.raises(ValueError, match=r"threshold_percentile must lie in \(0, 1\], got 99.5"):
         oracle_diffusion((3,), threshold="dynamic", threshold_percentile=99.5)
 
