@@ -5,6 +5,8 @@ from .diffusion import GaussianDiffusion, extract
 from .ema import EMA
 from .hookspecs import hookimpl
 from .models import AudioDDPM, ConditionalDDPM
+from .run import Run, RunError, open_run
+from .trainer import train
 from .registry import (
     PluginError,
     available_backbones,
@@ -22,6 +24,8 @@ __all__ = [
     "EMA",
     "GaussianDiffusion",
     "PluginError",
+    "Run",
+    "RunError",
     "available_backbones",
     "available_conditioners",
     "create_backbone",
@@ -29,7 +33,9 @@ __all__ = [
     "extract",
     "hookimpl",
     "likelihood",
+    "open_run",
     "reload_plugins",
     "samplers",
     "schedules",
+    "train",
 ]

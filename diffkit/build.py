@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -16,46 +13,23 @@ from .diffusion import GaussianDiffusion
 from .registry import PluginError, create_backbone, create_conditioner
 from .schedules import make_beta_schedule
 
-
-@dataclass
-class RunInfo:
-    """What sampling needs to know about the data without loading it again (saved as run.json)."""
-
-    modality: str
-    example_shape: list[int]
-    sample_rate: Optional[int] = None
-    classes: Optional[list[str]] = None
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "RunInfo":
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"'{path}' not found: is '{path.parent}' a diffkit run directory?") from None
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError(f"'{path}' is damaged: {exc}") from None
+if TYPE_CHECKING:
+    from .run import RunInfo
 
 
 def build_dataset(config: Config) -> Dataset:
     try:
-        return data_module.create_dataset(config.data.dataset, **config.data.options)
-    except TypeError as exc:
-        raise ConfigError(f"data.options: dataset {config.data.dataset!r}: {exc}") from None
-    except ValueError as exc:
+        dataset = data_module.create_dataset(config.data.dataset, **config.data.options)
+    except data_module.DataError as exc:
+        raise ConfigError(f"data.options: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
         key = "data.dataset" if "unknown dataset" in str(exc) else "data.options"
-        raise ConfigError(f"{key}: {exc}") from None
-
-
-def run_info(dataset: Any) -> RunInfo:
-    return RunInfo(
-        modality=dataset.modality,
-        example_shape=[int(d) for d in dataset.example_shape],
-        sample_rate=getattr(dataset, "sample_rate", None),
-        classes=list(dataset.classes) if getattr(dataset, "classes", None) else None,
-    )
+        raise ConfigError(f"{key}: dataset {config.data.dataset!r}: {_one_line(exc)}") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+    if len(dataset) == 0:
+        raise ConfigError(f"data.options: dataset {config.data.dataset!r} holds no examples")
+    return dataset
 
 
 def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> torch.nn.Module:
@@ -64,11 +38,11 @@ def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> torch.nn
         return factory(name, **options)
     except PluginError as exc:
         raise ConfigError(f"{key}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}.options: {exc}") from None
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        raise ConfigError(f"{key.rsplit('.', 1)[0] if key.endswith('backbone') else key}.options: {_one_line(exc)}") from None
 
 
-def build_diffusion(config: Config, info: RunInfo) -> GaussianDiffusion:
+def build_diffusion(config: Config, example_shape: Sequence[int]) -> GaussianDiffusion:
     """The engine around the backbone (and conditioner) named in the config."""
     options = dict(config.model.options)
     conditioner = None
@@ -85,10 +59,14 @@ def build_diffusion(config: Config, info: RunInfo) -> GaussianDiffusion:
                               "leave cond_dim out")
     model = _plugin("backbone", "model.backbone", config.model.backbone, options)
     d = config.diffusion
+    try:
+        betas = make_beta_schedule(d.schedule, d.timesteps)
+    except ValueError as exc:
+        raise ConfigError(f"diffusion.timesteps: {exc}") from None
     return GaussianDiffusion(
         model,
-        info.example_shape,
-        make_beta_schedule(d.schedule, d.timesteps),
+        list(example_shape),
+        betas,
         objective=d.objective,
         conditioner=conditioner,
         variance=d.variance,
@@ -99,17 +77,60 @@ def build_diffusion(config: Config, info: RunInfo) -> GaussianDiffusion:
     )
 
 
-def sample_labels(diffusion: GaussianDiffusion, num: int, labels: Optional[list[int]]) -> Optional[torch.Tensor]:
+
+def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: Config) -> None:
+    """One forward pass on a data-shaped input, so that a backbone that does not fit the data (channels,
+    sizes, a plugin's wrong output) fails with one line before step 1, not with a traceback."""
+    param = next(diffusion.parameters(), None)
+    device = param.device if param is not None else diffusion.alphas_cumprod.device
+    x = torch.zeros(1, *info.example_shape, device=device)
+    t = torch.zeros(1, dtype=torch.long, device=device)
+    cond = diffusion.conditioner.null(1) if diffusion.conditioner is not None else None
+    shape = tuple(info.example_shape)
+    try:
+        with torch.no_grad():
+            diffusion._network(x, t, cond)
+    except PluginError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        hint = ""
+        options = config.model.options
+        if "in_channels" in options and shape and options["in_channels"] != shape[0]:
+            hint = f"; the data has {shape[0]} channel(s): set model.options.in_channels = {shape[0]}"
+        raise ConfigError(f"model.options: {config.model.backbone!r} does not fit the data's example shape "
+                          f"{shape}: {_one_line(exc)}{hint}") from None
+
+
+def check_sample_config(diffusion: GaussianDiffusion, config: Config) -> None:
+    """The [sample] section against the model and its schedule, as the engine itself will check it."""
+    s = config.sample
+    try:
+        diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                                    guidance_scale=s.guidance_scale,
+                                    y=sample_labels(diffusion, s.num, s.labels))
+    except ValueError as exc:
+        raise ConfigError(f"[sample]: {exc}") from None
+
+
+def sample_labels(diffusion: GaussianDiffusion, num: int, labels: Optional[Sequence[int]]) -> Optional[torch.Tensor]:
     """Labels for ``num`` samples of a conditional model: the given ones, or every class in turn."""
     if diffusion.conditioner is None:
         if labels:
             raise ConfigError("sample.labels: this model has no conditioner")
         return None
+    classes = getattr(diffusion.conditioner, "num_classes", None)
     if labels:
         if len(labels) != num:
             raise ConfigError(f"sample.labels: {len(labels)} labels for {num} samples")
-        return torch.tensor(labels, dtype=torch.long)
-    classes = getattr(diffusion.conditioner, "num_classes", None)
+        bad = [v for v in labels if classes is not None and not 0 <= int(v) < classes]
+        if bad:
+            raise ConfigError(f"sample.labels: {bad[0]} is not a class of this model (0…{classes - 1})")
+        return torch.tensor([int(v) for v in labels], dtype=torch.long)
     if classes is None:
         raise ConfigError("sample.labels: this conditioner needs explicit labels")
     return torch.arange(num) % classes
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -3,11 +3,14 @@
 A checkpoint is a folder ``checkpoints/step_00001000/`` holding ``model.safetensors``,
 ``ema.safetensors`` and ``state.pt``. It is written under a temporary name and renamed into place,
 so a crash mid-write leaves the previous checkpoints untouched and no partial folder under a final name.
+Pruning renames a folder out of its final name before deleting it, for the same reason; a folder
+under a final name that still lacks one of :data:`CHECKPOINT_FILES` is never picked by a loader.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -17,20 +20,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import TMP_PREFIX
+from .files import fsync as _fsync
+
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 PathLike = Union[str, os.PathLike]
+# What a complete checkpoint folder holds.
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
+# Prefixes of the folders a save or a prune passes through; recover() tidies them after a crash.
+_TMP, _OLD, _TRASH, _INCOMPLETE = TMP_PREFIX, ".old-", ".trash-", ".incomplete-"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weights file that cannot be used; the message names the file."""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -65,22 +67,32 @@ def load_weights(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_into(module: torch.nn.Module, path: PathLike) -> None:
-    """Load a safetensors file into ``module``; missing, unexpected or mis-shaped tensors are named."""
+    """Load a safetensors file into ``module``; missing, unexpected, mis-shaped or mis-typed tensors are named,
+    and so is a tensor holding NaN or Inf."""
     weights = load_weights(path)
     own = module.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
-             for k in sorted(set(own) & set(weights)) if weights[k].shape != own[k].shape]
+    common = sorted(set(own) & set(weights))
+    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in common if weights[k].shape != own[k].shape]
+    # load_state_dict would cast silently: int32 or bf16 weights are not the model's weights.
+    mistyped = [f"'{k}' is {str(weights[k].dtype).removeprefix('torch.')}, the model's is "
+                f"{str(own[k].dtype).removeprefix('torch.')}" for k in common if weights[k].dtype != own[k].dtype]
     problems = []
     if wrong:
         problems.append(f"{len(wrong)} tensor(s) of the wrong shape (file vs model), first {wrong[0]}")
+    if mistyped:
+        problems.append(f"{len(mistyped)} tensor(s) of the wrong dtype, first {mistyped[0]}")
     if missing:
         problems.append(f"{len(missing)} tensor(s) missing, first '{missing[0]}'")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s), first '{unexpected[0]}'")
     if problems:
         raise CheckpointError(f"weights file '{path}' does not fit this model: {'; '.join(problems)}")
+    for name in common:
+        tensor = weights[name]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"weights file '{path}': tensor '{name}' holds NaN or Inf; these weights cannot be used")
     module.load_state_dict(weights)
 
 
@@ -92,6 +104,10 @@ def load_state(path: PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler refuses anything but tensors and plain data
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+            # PyTorch's own message advises weights_only=False, i.e. running the file's code: not here.
+            raise CheckpointError(f"checkpoint state '{path}' holds pickled code or objects, not plain data; "
+                                  "diffkit never runs code from a file, so it cannot be loaded") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint state '{path}' cannot be loaded safely: {first}") from None
 
@@ -107,7 +123,7 @@ def save_checkpoint(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
+    tmp = root / f"{_TMP}step_{step:08d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -118,7 +134,7 @@ def save_checkpoint(
         for file in tmp.iterdir():
             _fsync(file)
         if final.exists():  # saving the same step again: swap, then drop the old one
-            old = root / f".old-step_{step:08d}-{os.getpid()}"
+            old = root / f"{_OLD}step_{step:08d}-{os.getpid()}"
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)
@@ -128,9 +144,24 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for stale in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+    prune(root, keep)
     return final
+
+
+def prune(root: PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints: each leaves its final name (a rename) before its files go,
+    so a crash half-way through a deletion leaves a hidden folder that :func:`recover` removes, never a
+    partial checkpoint under a final name."""
+    root = Path(root)
+    stale = list_checkpoints(root)[:-keep]
+    for folder in stale:
+        trash = root / f"{_TRASH}{folder.name}-{os.getpid()}"
+        os.rename(folder, trash)
+    if stale:
+        _fsync(root)
+    for path in root.iterdir():
+        if path.name.startswith(_TRASH):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def recover(root: PathLike) -> list[str]:
@@ -143,26 +174,41 @@ def recover(root: PathLike) -> list[str]:
     if not root.is_dir():
         return done
     for path in sorted(root.iterdir()):
-        if path.name.startswith(".old-step_"):
-            final = root / path.name[len(".old-"):].rsplit("-", 1)[0]
+        if path.name.startswith(_OLD + "step_"):
+            final = root / path.name[len(_OLD):].rsplit("-", 1)[0]
             if final.exists():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.rename(path, final)
                 done.append(f"restored {final.name}")
     for path in sorted(root.iterdir()):
-        if path.name.startswith(".tmp-step_"):
+        if path.name.startswith(_TMP + "step_"):
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed the partial {path.name}")
+        elif path.name.startswith(_TRASH):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"finished deleting {path.name[len(_TRASH):].rsplit('-', 1)[0]}")
+        elif path.is_dir() and _STEP_DIR.match(path.name) and missing_files(path):
+            # Left by an older diffkit's prune, or by hand: set aside (not deleted), never loaded.
+            aside = root / f"{_INCOMPLETE}{path.name}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.rename(path, aside)
+            done.append(f"set the incomplete {path.name} aside as {aside.name} (missing {', '.join(missing_files(aside))})")
     return done
 
 
+def missing_files(folder: PathLike) -> list[str]:
+    """Which of :data:`CHECKPOINT_FILES` ``folder`` lacks (empty for a complete checkpoint)."""
+    return [name for name in CHECKPOINT_FILES if not (Path(folder) / name).is_file()]
+
+
 def list_checkpoints(root: PathLike) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (temporary folders are ignored)."""
+    """Complete checkpoints under ``root``, oldest first (temporary and incomplete folders are ignored)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and not missing_files(p)]
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
 
@@ -174,10 +220,17 @@ def latest_checkpoint(root: PathLike) -> Optional[Path]:
 def resolve_checkpoint(path: PathLike) -> Path:
     """A checkpoint folder from a run directory (its newest), a ``checkpoints/`` folder, or the folder itself."""
     path = Path(path)
-    if (path / "state.pt").is_file() or (path / "model.safetensors").is_file():
+    if not path.exists():
+        raise CheckpointError(f"checkpoint or run '{path}' not found")
+    if any((path / name).is_file() for name in CHECKPOINT_FILES):
+        missing = missing_files(path)
+        if missing:
+            raise CheckpointError(f"checkpoint '{path}' is incomplete (missing {', '.join(missing)}): an interrupted "
+                                  "save or prune left it; choose another checkpoint")
         return path
     for root in (path / "checkpoints", path):
         found = latest_checkpoint(root)
         if found is not None:
             return found
-    raise CheckpointError(f"no checkpoint found in '{path}' (expected {path}/checkpoints/step_XXXXXXXX/)")
+    raise CheckpointError(f"no complete checkpoint found in '{path}' (expected {path}/checkpoints/step_XXXXXXXX/ "
+                          f"holding {', '.join(CHECKPOINT_FILES)})")

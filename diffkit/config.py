@@ -7,11 +7,13 @@ Every error is one line naming the key path and what would be accepted.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,9 +40,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+# Seeds feed torch, NumPy and Python generators and are combined with epoch and rank numbers.
+MAX_SEED = 2**32 - 1
+# More DataLoader workers than this only wait on each other (and 100 000 of them never start).
+MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
+
+
 class RunSection(_Section):
-    dir: str = "runs/default"  # where checkpoints, samples and metrics go
-    seed: int = 0  # seeds every RNG; the same seed reproduces the run on the CPU
+    dir: str = Field("runs/default", min_length=1)  # where checkpoints, samples and metrics go
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds every RNG; the same seed reproduces the run on the CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto": CUDA when available
 
 
@@ -48,7 +56,7 @@ class DataSection(_Section):
     dataset: str  # a name from diffkit.data.DATASETS, e.g. "shapes", "image_folder", "audio_folder"
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the dataset
     batch_size: int = Field(32, ge=1)  # per process
-    num_workers: int = Field(0, ge=0)  # DataLoader workers; 0 keeps resume bit-exact
+    num_workers: int = Field(0, ge=0, le=MAX_WORKERS)  # DataLoader workers; 0 keeps resume bit-exact
 
 
 class ConditionerSection(_Section):
@@ -102,7 +110,7 @@ class TrainSection(_Section):
     sample_every: int = Field(0, ge=0)  # 0: only at the end
     checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
     keep_checkpoints: int = Field(3, ge=1)
-    init_from: Optional[str] = None  # a run directory or checkpoint whose weights start this run
+    init_from: Optional[str] = Field(None, min_length=1)  # a run, checkpoint or diffusers folder to start from
 
 
 class SampleSection(_Section):
@@ -180,45 +188,74 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to the raw config mapping."""
-    for item in overrides:
-        path, sep, value = item.partition("=")
-        if not sep or not path.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        keys = path.strip().split(".")
-        node = data
+# Overrides: "section.key=value" strings (--set), or a mapping {"section.key": value} from Python.
+Overrides = Union[Sequence[str], Mapping[str, Any], None]
+
+
+class _Overridden(dict):
+    """A raw config mapping that remembers which key paths were set by an override, and by which."""
+
+    origins: dict[tuple[str, ...], str]
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """A copy of the raw config mapping with the overrides applied (the input is left alone)."""
+    out = _Overridden(copy.deepcopy(dict(data)))
+    out.origins = dict(getattr(data, "origins", {}))
+    if overrides is None:
+        return out
+    if isinstance(overrides, Mapping):
+        items = [(str(path), value, f"override {path}={value!r}") for path, value in overrides.items()]
+    else:
+        items = []
+        for item in overrides:
+            path, sep, value = str(item).partition("=")
+            if not sep or not path.strip():
+                raise ConfigError(f"--set {item!r}: expected section.key=value")
+            items.append((path.strip(), parse_value(value.strip()), f"--set {item}"))
+    for path, value, origin in items:
+        keys = path.split(".")
+        if any(not key for key in keys):
+            raise ConfigError(f"{origin}: '{path}' is not a key path like section.key")
+        node: Any = out
         for key in keys[:-1]:
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{key}' is a value, not a section")
+                raise ConfigError(f"{origin}: '{key}' is a value, not a section")
             node = child
-        node[keys[-1]] = parse_value(value.strip())
-    return data
+        node[keys[-1]] = value
+        out.origins[tuple(keys)] = origin
+    return out
 
 
-def validate(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a raw mapping; the first problem becomes a one-line :class:`ConfigError`."""
+def validate(data: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate a raw mapping; the first problem becomes a one-line :class:`ConfigError` naming the key, and the
+    ``--set`` that gave it when an override did."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(dict(data))
     except ValidationError as exc:
         errors = exc.errors()
         # A misspelt key explains the "missing" error beside it: report it first.
         first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        raise ConfigError(_one_line(first, source)) from None
+        origins = getattr(data, "origins", {})
+        loc = tuple(str(p) for p in first["loc"])
+        origin = next((o for path, o in origins.items() if loc[: len(path)] == path or path[: len(loc)] == loc), None)
+        raise ConfigError(_one_line(first, origin or source)) from None
 
 
-def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: Union[str, Path], overrides: Overrides = None) -> Config:
     """Read, override and validate a TOML config file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file '{path}' is a folder; expected a TOML file such as examples/shapes.toml") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file '{path}' cannot be read: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return validate(apply_overrides(data, overrides or []), str(path))
+    return validate(apply_overrides(data, overrides), str(path))

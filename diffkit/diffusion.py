@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -10,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import likelihood, objectives
-from .samplers import DEFAULT_SPACING, SAMPLERS, VARIANCES, timestep_schedule
+from .registry import PluginError
+from .samplers import DEFAULT_SPACING, SAMPLERS, VARIANCES, noise_like, timestep_schedule
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -139,10 +141,10 @@ class GaussianDiffusion(nn.Module):
 
     def _network(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.model(x_t, t, cond=cond)
-        if out.shape != x_t.shape:
+        if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:
             origin = getattr(self.model, "diffkit_origin", f"backbone {type(self.model).__name__}")
-            raise RuntimeError(
-                f"{origin} returned shape {tuple(out.shape)} "
+            raise PluginError(
+                f"{origin} returned {f'shape {tuple(out.shape)}' if isinstance(out, torch.Tensor) else type(out).__name__} "
                 f"for an input of shape {tuple(x_t.shape)}; a backbone must return its input's shape"
             )
         return out
@@ -162,19 +164,27 @@ class GaussianDiffusion(nn.Module):
         out_cond, out_uncond = both.chunk(2)
         return out_uncond + guidance_scale * (out_cond - out_uncond)
 
+    def _conditioning_check(self, y: Optional[torch.Tensor], batch_size: int, guidance_scale: float) -> None:
+        self._check_y(y, batch_size)
+        if self.conditioner is None and guidance_scale != 1.0:
+            raise ValueError("guidance_scale != 1 needs a conditioner and labels y")
+        if y is None and guidance_scale != 1.0:
+            raise ValueError("guidance_scale != 1 needs labels y")
+        classes = getattr(self.conditioner, "num_classes", None)
+        if y is not None and classes is not None and len(y):
+            labels = torch.as_tensor(y)
+            if not labels.is_floating_point() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+                raise ValueError(f"labels must lie in 0…{classes - 1}, got {int(labels.min())}…{int(labels.max())}")
+
     def _conditioning(
         self, y: Optional[torch.Tensor], batch_size: int, guidance_scale: float
     ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """(cond, null) for sampling: null is set only when classifier-free guidance needs it."""
-        self._check_y(y, batch_size)
+        self._conditioning_check(y, batch_size, guidance_scale)
         if self.conditioner is None:
-            if guidance_scale != 1.0:
-                raise ValueError("guidance_scale != 1 needs a conditioner and labels y")
             return None, None
         null = self.conditioner.null(batch_size)
         if y is None:
-            if guidance_scale != 1.0:
-                raise ValueError("guidance_scale != 1 needs labels y")
             return null, None
         cond = self.conditioner(y.to(null.device))
         return cond, (null if guidance_scale != 1.0 else None)
@@ -230,12 +240,49 @@ class GaussianDiffusion(nn.Module):
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
 
         ``steps`` network calls (None: all T); with fewer than T, ``"ddpm"`` is ancestral sampling over
-        the strided steps (Nichol & Dhariwal 2021, §4), the same as DDIM with η = 1.
+        the strided steps (Nichol & Dhariwal 2021, §4), the same as DDIM with η = 1. ``generator`` may be
+        one ``torch.Generator`` or a list of ``batch_size`` of them: then every example's noise comes from
+        its own, so an example does not depend on the others in its batch (sampling split over calls or
+        processes gives the same examples).
         """
+        sampler_fn, timesteps, options = self.check_sample_args(
+            batch_size, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, **options)
+        param = next(self.model.parameters(), None)
+        device = self.alphas_cumprod.device
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+        x = noise_like((batch_size, *self.input_shape), generator, device, dtype)
+
+        # The conditioning is the same at every step: embed it once.
+        cond, null = self._conditioning(y, batch_size, guidance_scale)
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._eps_x0(x_t, t, cond, null, guidance_scale)
+
+        return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+
+    def check_sample_args(
+        self,
+        batch_size: int,
+        *,
+        sampler: str = "ddpm",
+        steps: Optional[int] = None,
+        eta: float = 0.0,
+        y: Optional[torch.Tensor] = None,
+        guidance_scale: float = 1.0,
+        **options: Any,
+    ) -> tuple[Any, list[int], dict[str, Any]]:
+        """Check :meth:`sample`'s arguments without sampling (a ``ValueError`` saying what is accepted);
+        returns the sampler function, the timesteps it visits and its options."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         try:
             sampler_fn = SAMPLERS[sampler]
-        except KeyError:
+        except (KeyError, TypeError):
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
+        if not math.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         spacing = options.pop("spacing", DEFAULT_SPACING.get(sampler, "trailing"))
         accepted = inspect.signature(sampler_fn).parameters
         if eta != 0.0:
@@ -245,22 +292,9 @@ class GaussianDiffusion(nn.Module):
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise ValueError(f"sampler {sampler!r} does not take option(s) {unknown}")
-
-        param = next(self.model.parameters(), None)
-        device = self.alphas_cumprod.device
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
-        shape = (batch_size, *self.input_shape)
-        gen_device = generator.device if generator is not None else device
-        x = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
-
-        # The conditioning is the same at every step: embed it once.
-        cond, null = self._conditioning(y, batch_size, guidance_scale)
-
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._eps_x0(x_t, t, cond, null, guidance_scale)
-
+        self._conditioning_check(y, batch_size, guidance_scale)
         timesteps = timestep_schedule(self.num_timesteps, steps, spacing, self.alphas_cumprod)
-        return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        return sampler_fn, timesteps, options
 
     # --- training --------------------------------------------------------------------------------
 

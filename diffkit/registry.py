@@ -40,6 +40,8 @@ class Registry:
     conditioners: dict[str, Entry] = field(default_factory=dict)
     # "distribution (entry point): error" for each plugin that could not be used.
     failures: list[str] = field(default_factory=list)
+    # (kind, name) claimed by two plugins: the name is disabled, the message says by whom and the way out.
+    clashes: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _dist_name(ep: metadata.EntryPoint) -> str:
@@ -51,7 +53,8 @@ def load_registry() -> Registry:
     """Load every plugin of the ``diffkit`` entry-point group and collect what it registers.
 
     A plugin that fails to import or raises in a hook is reported (warning, and in ``failures``)
-    and skipped; the others still load. Two plugins registering one name is an error naming both.
+    and skipped; the others still load. A name registered by two plugins is disabled (in ``clashes``,
+    with a warning): everything else stays usable, and choosing that name is the error naming both.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -82,11 +85,9 @@ def load_registry() -> Registry:
         for impl in hook.get_hookimpls():
             dist = dists.get(impl.plugin_name, impl.plugin_name)
             plugin = impl.plugin_name.split(":", 1)[-1]
-            register = _registrar(kind, table, plugin, dist)
+            register = _registrar(kind, table, plugin, dist, registry)
             try:
                 impl.function(register=register)
-            except PluginError:
-                raise
             except Exception as exc:
                 _fail(registry, f"plugin {plugin!r} from distribution {dist!r} failed to register its {kind}s: "
                                 f"{type(exc).__name__}: {exc}")
@@ -98,19 +99,24 @@ def _fail(registry: Registry, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _registrar(kind: str, table: dict[str, Entry], plugin: str, dist: str) -> Callable[..., None]:
+def _registrar(kind: str, table: dict[str, Entry], plugin: str, dist: str, registry: Registry) -> Callable[..., None]:
     def register(name: str, factory: Callable[..., nn.Module], description: str = "") -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"plugin {plugin!r} from distribution {dist!r} registered a {kind} with a bad name {name!r}")
         if not callable(factory):
             raise TypeError(f"plugin {plugin!r} from distribution {dist!r} registered {kind} {name!r} "
                             f"with a factory that is not callable")
+        key = (kind, name)
+        if key in registry.clashes:
+            registry.clashes[key] += f" and by plugin {plugin!r} of distribution {dist!r}"
+            return
         if name in table:
-            other = table[name]
-            raise PluginError(
-                f"{kind} name {name!r} is claimed twice: by plugin {other.plugin!r} of distribution "
-                f"{other.distribution!r} and by plugin {plugin!r} of distribution {dist!r}; uninstall one of them"
-            )
+            other = table.pop(name)
+            registry.clashes[key] = (f"{kind} name {name!r} is claimed by plugin {other.plugin!r} of distribution "
+                                     f"{other.distribution!r} and by plugin {plugin!r} of distribution {dist!r}")
+            warnings.warn(f"{registry.clashes[key]}; the name is disabled until one of them is uninstalled",
+                          RuntimeWarning, stacklevel=2)
+            return
         table[name] = Entry(name, kind, factory, plugin, dist, description)
 
     return register
@@ -145,6 +151,10 @@ def available_conditioners() -> list[str]:
 
 
 def _create(table: dict[str, Entry], kind: str, name: str, options: dict[str, Any]) -> nn.Module:
+    clash = get_registry().clashes.get((kind, name))
+    if clash is not None:
+        raise PluginError(f"{clash}, so it is disabled; uninstall one of them, or set {DISABLE_ENV}=1 to use "
+                          "diffkit's own plugins only")
     if name not in table:
         available = ", ".join(sorted(table)) or "none"
         raise PluginError(f"unknown {kind} {name!r}; available {kind}s: {available}")

@@ -23,7 +23,7 @@ spacing in :data:`DEFAULT_SPACING`.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -121,9 +121,21 @@ def _snap(lam: torch.Tensor, targets: Sequence[float]) -> list[int]:
     return ts
 
 
-def _noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def noise_like(shape: Sequence[int], generator: Generators, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``; with a list of generators, example i draws from the i-th."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack([noise_like(shape[1:], g, device, dtype) for g in generator])
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def _noise_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    return noise_like(x.shape, generator, x.device, x.dtype)
 
 
 def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:

@@ -3,38 +3,53 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import math
-import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .build import build_dataset, build_diffusion, run_info, sample_labels
-from .config import Config, ConfigError, load_config
-from .data import save_samples
+from .build import build_dataset, build_diffusion, check_backbone_fits, check_sample_config, sample_labels
+from .config import Config, ConfigError, Overrides, apply_overrides, load_config, validate
+from .data import DataError, save_samples
+from .distributed import Dist, init_distributed, pick_device
 from .ema import EMA
+from .metrics import MetricsLog
+from .run import Run, RunError, RunInfo, load_weights_from
 
 # Keys that may change between a run and its --resume without breaking exact continuation.
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+# run.dir is where the run lies now: it may be spelled another way, or the run may have moved.
+RESUMABLE_CHANGES = ("run.dir", "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "sample.")
+# With train.on_nonfinite = "skip", this many skipped batches in a row end the run: nothing is being learned.
+MAX_CONSECUTIVE_SKIPS = 20
+# Free space kept for samples, metrics and the loss plot beside the checkpoints.
+_SPACE_MARGIN = 1 << 20
 
 
 class TrainingError(RuntimeError):
     """The run cannot go on; the message says why and what is safe on disk."""
+
+
+class TrainingStopped(TrainingError):
+    """The run was asked to stop (SIGTERM, Ctrl-C) and saved a checkpoint first."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -43,41 +58,6 @@ class Position:
 
     epoch: int = 0
     batch: int = 0
-
-
-# --- processes and devices -----------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(config: Config, d: Dist) -> torch.device:
-    want = config.run.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device: 'cuda' was asked for but no CUDA device is available")
-    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    torch.cuda.set_device(d.local_rank)
-    return torch.device("cuda", d.local_rank)
 
 
 # --- RNG state: everything that makes a resumed run continue bit for bit ---------------------------
@@ -134,7 +114,7 @@ def batches(dataset, config: Config, d: Dist, start: Position) -> Iterator[tuple
         epoch, skip = epoch + 1, 0
 
 
-# --- the run directory ---------------------------------------------------------------------------
+# --- resuming ------------------------------------------------------------------------------------
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -156,89 +136,87 @@ def check_resumable(saved: Config, current: Config) -> None:
                           "only train.steps, logging, sampling and checkpoint intervals may change")
 
 
-class RunDirectory:
-    """The run folder, locked for the lifetime of a run so two runs never write into one directory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock_file = None
-
-    def open(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_bytes(b"0" * 4096)
-            probe.unlink()
-        except OSError as exc:
-            raise TrainingError(f"run directory '{self.path}' is not writable: {exc.strerror or exc}") from None
-        self._lock_file = open(self.path / ".lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise TrainingError(f"run directory '{self.path}' is in use by another diffkit run; "
-                                "choose another run.dir or wait for it to finish") from None
-        self._lock_file.write(str(os.getpid()))
-        self._lock_file.flush()
-
-    def close(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+_STATE_KEYS = ("step", "epoch", "batch", "optimizer", "ema", "rng")
 
 
-def _tensorboard(path: Path):
-    """A TensorBoard writer into ``path/tensorboard`` when the tensorboard package is installed."""
+def _check_state(state: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(state, dict):
+        raise ckpt.CheckpointError(f"checkpoint state '{path}' holds a {type(state).__name__}, not a diffkit state")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ckpt.CheckpointError(f"checkpoint state '{path}' is not a diffkit training state: it lacks "
+                                   f"{', '.join(missing)}")
+    return state
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], path: Path) -> None:
+    """Load an optimizer state, refusing one that belongs to another model (one line naming the file)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path / "tensorboard"))
+        groups = saved["param_groups"]
+        count = sum(len(g["params"]) for g in groups)
+        if count != len(params):
+            raise ValueError(f"it holds {count} parameters, this model has {len(params)}")
+        for index, param in enumerate(params):
+            for name, value in saved["state"].get(index, {}).items():
+                if torch.is_tensor(value) and value.ndim and value.shape != param.shape:
+                    raise ValueError(f"its '{name}' of parameter {index} has shape {tuple(value.shape)}, "
+                                     f"the model's is {tuple(param.shape)}")
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ckpt.CheckpointError(f"checkpoint state '{path}': the optimizer state belongs to another model "
+                                   f"({exc})") from None
 
 
-def plot_loss_curve(metrics_path: Path, out: Path) -> None:
-    import matplotlib
+# --- stopping on a signal ------------------------------------------------------------------------
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss" in r]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+class _StopRequest:
+    """SIGTERM (what schedulers send before they kill) and Ctrl-C ask the loop to save and stop after the
+    current step; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 # --- training ------------------------------------------------------------------------------------
 
 
 class Trainer:
-    """Trains the diffusion a config describes; ``run()`` returns the run directory."""
+    """Trains the diffusion a config describes; ``run()`` returns the :class:`~diffkit.run.Run`."""
 
     def __init__(self, config: Config, *, resume: bool = False, progress: bool = True) -> None:
         self.config = config
         self.resume = resume
         self.progress = progress
         self.dist = init_distributed("cuda" if config.run.device != "cpu" and torch.cuda.is_available() else "cpu")
-        self.device = pick_device(config, self.dist)
-        self.run_dir = RunDirectory(Path(config.run.dir))
-        self.ckpt_root = self.run_dir.path / "checkpoints"
+        self.device = pick_device(config.run.device, self.dist)
+        self.run_dir = Run(config.run.dir)
+        self.ckpt_root = self.run_dir.checkpoints_dir
         t = config.train
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision: 'fp16' needs CUDA (it uses a gradient scaler); use 'bf16' on the CPU")
+        self.checkpoint_bytes: Optional[int] = None  # the real size of the last checkpoint written
+        self.consecutive_skips = 0
 
     # The one place that decides what a checkpoint holds.
-    def _state(self, step: int, position: Position) -> dict[str, Any]:
+    def _state(self, step: int, position: Position, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "step": step,
             "epoch": position.epoch,
@@ -246,37 +224,70 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "ema": self.ema.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs[0],
+            # Every process's random state (each seeds its own): a torchrun resume continues bit for bit.
+            "rng_per_rank": rngs,
+            "processes": self.dist.world,
             "skipped_batches": self.skipped,
         }
 
-    def _save(self, step: int, position: Position) -> Path:
+    def _save(self, step: int, position: Position, rngs: list[dict[str, Any]]) -> Path:
         weights = {"model": self.diffusion.state_dict(), "ema": self.ema.model.state_dict()}
+        self._check_space_for_save(step)
         try:
-            return ckpt.save_checkpoint(self.ckpt_root, step, weights, self._state(step, position),
-                                        self.config.train.keep_checkpoints)
-        except OSError as exc:
-            raise TrainingError(f"could not write a checkpoint to '{self.ckpt_root}': {exc.strerror or exc}; "
-                                f"the previous checkpoints are intact") from None
+            folder = ckpt.save_checkpoint(self.ckpt_root, step, weights, self._state(step, position, rngs),
+                                          self.config.train.keep_checkpoints)
+        except (OSError, SafetensorError, RuntimeError) as exc:
+            # A full disk surfaces as ENOSPC, EFBIG or EDQUOT from Python, SafetensorError from Rust and
+            # "iostream error" from torch.save's C++ writer: one message for all of them.
+            raise TrainingError(f"could not write checkpoint step_{step:08d} to '{self.ckpt_root}' "
+                                f"({_one_line(exc)}); {self._space_note()}; the previous checkpoints are intact") from None
+        self.checkpoint_bytes = sum(f.stat().st_size for f in folder.iterdir())
+        return folder
+
+    def _space_note(self) -> str:
+        free = shutil.disk_usage(self.run_dir.path).free
+        need = self.checkpoint_bytes or self._estimated_checkpoint_bytes()
+        return f"a checkpoint needs about {_mib(need)} and '{self.run_dir.path}' has {_mib(free)} free"
+
+    def _estimated_checkpoint_bytes(self) -> int:
+        """Before the first save: model + EMA weights and AdamW's two moments, plus serialisation overhead."""
+        weights = sum(p.numel() * p.element_size() for p in self.diffusion.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in self.diffusion.buffers())
+        return 4 * weights + 2 * buffers + 64 * 1024
+
+    def _check_space_for_save(self, step: int) -> None:
+        need = (self.checkpoint_bytes or self._estimated_checkpoint_bytes()) + _SPACE_MARGIN
+        free = shutil.disk_usage(self.run_dir.path).free
+        if free < need:
+            raise TrainingError(f"cannot write checkpoint step_{step:08d}: '{self.run_dir.path}' has {_mib(free)} free, "
+                                f"a checkpoint needs about {_mib(need)}; free some space and --resume "
+                                "(the previous checkpoints are intact)")
 
     def _load(self, folder: Path) -> tuple[int, Position]:
         ckpt.load_into(self.diffusion, folder / "model.safetensors")
         ckpt.load_into(self.ema.model, folder / "ema.safetensors")
-        state = ckpt.load_state(folder / "state.pt")
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state["scaler"]:
+        path = folder / "state.pt"
+        state = _check_state(ckpt.load_state(path), path)
+        _load_optimizer(self.optimizer, state["optimizer"], path)
+        if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
+        saved_world = int(state.get("processes", 1))
+        if saved_world != self.dist.world:
+            raise TrainingError(f"--resume: checkpoint '{folder}' was written by {saved_world} process(es), this run has "
+                                f"{self.dist.world}; resume with the same number of processes to continue exactly")
+        try:
+            set_rng_state(state.get("rng_per_rank", [state["rng"]])[self.dist.rank])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(f"checkpoint state '{path}': its random state is damaged ({_one_line(exc)})") from None
         self.skipped = int(state.get("skipped_batches", 0))
         return int(state["step"]), Position(int(state["epoch"]), int(state["batch"]))
 
     def _init_from(self, source: str) -> None:
-        folder = ckpt.resolve_checkpoint(source)
-        name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
         try:
-            ckpt.load_into(self.diffusion, folder / name)
-        except ckpt.CheckpointError as exc:
+            load_weights_from(self.diffusion, source)
+        except (ckpt.CheckpointError, RunError, ValueError) as exc:
             raise ConfigError(f"train.init_from: {exc}") from None
         self.ema.model.load_state_dict(self.diffusion.state_dict())
 
@@ -284,25 +295,29 @@ class Trainer:
         c = self.config
         d = self.dist
         if d.main:
-            self.run_dir.open()
+            self.run_dir.create()
         if self.resume:
-            saved_config = self.run_dir.path / "config.toml"
-            if not saved_config.is_file():
-                raise TrainingError(f"--resume: '{saved_config}' not found; nothing to resume in '{self.run_dir.path}'")
-            check_resumable(load_config(saved_config), c)
-            if ckpt.latest_checkpoint(self.ckpt_root) is None:
-                raise TrainingError(f"--resume: no checkpoint in '{self.ckpt_root}'")
-        elif ckpt.latest_checkpoint(self.ckpt_root) is not None:
+            check_resumable(self.run_dir.saved_config(), c)
+            if self.run_dir.latest_checkpoint() is None:
+                if d.main:
+                    ckpt.recover(self.ckpt_root)
+                if self.run_dir.latest_checkpoint() is None:
+                    raise TrainingError(f"--resume: no complete checkpoint in '{self.ckpt_root}'")
+        elif self.run_dir.latest_checkpoint() is not None:
             raise TrainingError(f"run directory '{self.run_dir.path}' already holds checkpoints; "
                                 "pass --resume to continue it, or choose another run.dir")
 
         if d.main:
             for note in ckpt.recover(self.ckpt_root):
                 tqdm.write(f"{self.run_dir.path}: {note} (left by an interrupted save)")
+        d.barrier()
         seed_everything(c.run.seed + d.rank)
         self.dataset = build_dataset(c)
-        self.info = run_info(self.dataset)
-        self.diffusion = build_diffusion(c, self.info).to(self.device)
+        self.info = RunInfo.from_dataset(self.dataset)
+        self.diffusion = build_diffusion(c, self.info.example_shape).to(self.device)
+        # Everything that can be checked is checked before step 1: a mistake must not cost a run.
+        check_backbone_fits(self.diffusion, self.info, c)
+        check_sample_config(self.diffusion, c)
         t = c.train
         if c.train.channels_last and len(self.info.example_shape) in (3, 4):
             fmt = torch.channels_last if len(self.info.example_shape) == 3 else torch.channels_last_3d
@@ -311,6 +326,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.diffusion.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.skipped = 0
+        self.metrics = MetricsLog(self.run_dir.metrics_path, self.run_dir.tensorboard_dir if d.main else None)
         if d.main:
             self._check_free_space()
         if t.compile:
@@ -321,29 +337,35 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.diffusion, device_ids=ids)
 
         if self.resume:
-            folder = ckpt.latest_checkpoint(self.ckpt_root)
+            folder = self.run_dir.latest_checkpoint()
             step, position = self._load(folder)
+            if step >= t.steps:
+                raise TrainingError(f"--resume: '{self.run_dir.path}' has already trained {step} steps and train.steps "
+                                    f"is {t.steps}; raise train.steps (e.g. --set train.steps={step + max(step, 1)}) "
+                                    "to continue it")
             if d.main:
-                tqdm.write(f"resuming {self.run_dir.path} from {folder.name}")
+                dropped = self.metrics.truncate_after(step)
+                note = f" (dropped {dropped} metrics row(s) logged after it)" if dropped else ""
+                tqdm.write(f"resuming {self.run_dir.path} from {folder.name}{note}")
         else:
             if t.init_from:
                 self._init_from(t.init_from)
             step, position = 0, Position()
             if d.main:
-                (self.run_dir.path / "config.toml").write_text(c.to_toml())
-                self.info.save(self.run_dir.path / "run.json")
-                (self.run_dir.path / "metrics.jsonl").write_text("")
+                self.run_dir.write_config(c)
+                self.info.save(self.run_dir.info_path)
+                self.metrics.start()
         return step, position
 
     def _check_free_space(self) -> None:
         """Refuse to start when the disk cannot hold the checkpoints this run will keep."""
-        weights = sum(p.numel() * p.element_size() for p in self.diffusion.parameters())
-        # model + EMA + two AdamW moments, for the kept checkpoints plus one being written.
-        needed = 4 * weights * (self.config.train.keep_checkpoints + 1)
+        per = self._estimated_checkpoint_bytes()
+        needed = per * (self.config.train.keep_checkpoints + 1) + _SPACE_MARGIN
         free = shutil.disk_usage(self.run_dir.path).free
         if free < needed:
-            raise TrainingError(f"run directory '{self.run_dir.path}' has {free / 2**20:.0f} MiB free; keeping "
-                                f"{self.config.train.keep_checkpoints} checkpoints needs about {needed / 2**20:.0f} MiB")
+            raise TrainingError(f"run directory '{self.run_dir.path}' has {_mib(free)} free; keeping "
+                                f"{self.config.train.keep_checkpoints} checkpoints of about {_mib(per)} (and writing "
+                                f"one more) needs about {_mib(needed)}")
 
     def _lr(self, step: int) -> float:
         t = self.config.train
@@ -355,6 +377,14 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.train.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _next_batch(self, stream: Iterator, step: int) -> tuple[Position, Any]:
+        try:
+            return next(stream)
+        except DataError as exc:
+            last = self.run_dir.latest_checkpoint()
+            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+            raise TrainingError(f"data file became unreadable at step {step + 1}: {exc}; {safe}") from None
+
     def _train_step(self, stream: Iterator, step: int) -> tuple[Optional[float], float, Position]:
         """One optimizer step over ``grad_accum`` micro-batches; (None, ...) when it was not taken."""
         t = self.config.train
@@ -364,7 +394,7 @@ class Trainer:
         finite = True
         position = Position()
         for micro in range(t.grad_accum):
-            position, (x, y) = next(stream)
+            position, (x, y) = self._next_batch(stream, step)
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device) if self.diffusion.conditioner is not None else None
             sync = contextlib.nullcontext()
@@ -392,17 +422,28 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.diffusion.parameters()):
+            # The step itself overflowed (an enormous learning rate): nothing after it can be trusted.
+            last = self.run_dir.latest_checkpoint()
+            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+            raise TrainingError(f"the weights became non-finite at step {step + 1} (train.lr={t.lr:g} is too "
+                                f"large?); {safe}")
         self.ema.update(self.diffusion)
+        self.consecutive_skips = 0
         return total, grad_norm, position
 
     def _nonfinite(self, step: int, loss: float, grad_norm: float) -> None:
         what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step + 1} " \
                f"(loss={loss}, grad norm={grad_norm})"
+        last = self.run_dir.latest_checkpoint()
+        safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
         if self.config.train.on_nonfinite == "stop":
-            last = ckpt.latest_checkpoint(self.ckpt_root)
-            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
             raise TrainingError(f"{what}: stopped before the optimizer moved; {safe}")
         self.skipped += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            raise TrainingError(f"{what}: {self.consecutive_skips} batches in a row were non-finite, so nothing is being "
+                                f"learned (train.lr={self.config.train.lr:g}?); stopped; {safe}")
         warnings.warn(f"{what}: batch skipped ({self.skipped} so far)", RuntimeWarning, stacklevel=2)
 
     def sample_and_save(self, step: int) -> list[Path]:
@@ -412,63 +453,98 @@ class Trainer:
         y = sample_labels(model, s.num, s.labels)
         generator = torch.Generator(self.device).manual_seed(self.config.run.seed)
         # Sampling draws from its own generator: the training RNG stream is left as it was.
-        x = model.sample(s.num, sampler=s.sampler, steps=s.steps,
-                         eta=s.eta, y=None if y is None else y.to(self.device),
+        x = model.sample(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                         y=None if y is None else y.to(self.device),
                          guidance_scale=s.guidance_scale, generator=generator, progress=self.progress)
-        return save_samples(x, self.info.modality, self.run_dir.path / "samples", stem=f"step_{step:08d}",
+        return save_samples(x, self.info.modality, self.run_dir.samples_dir, stem=f"step_{step:08d}",
                             sample_rate=self.info.sample_rate)
 
-    def run(self) -> Path:
+    def run(self) -> Run:
         try:
-            return self._run()
+            with _StopRequest() as stop:
+                return self._run(stop)
         finally:
-            self.run_dir.close()
+            if self.dist.main:
+                self.run_dir.release()
 
-    def _run(self) -> Path:
+    def _stop_now(self, stop: _StopRequest) -> Optional[int]:
+        """The signal every process agrees to stop on (ranks may receive it a step apart)."""
+        if self.dist.world == 1:
+            return stop.signum
+        flags = self.dist.all_gather(stop.signum or 0)
+        return max(flags) or None
+
+    def _run(self, stop: _StopRequest) -> Run:
         c, d = self.config, self.dist
         step, position = self._setup()
         stream = batches(self.dataset, c, d, position)
-        metrics = self.run_dir.path / "metrics.jsonl"
         bar = tqdm(total=c.train.steps, initial=step, desc="training", disable=not (self.progress and d.main),
                    dynamic_ncols=True)
-        board = _tensorboard(self.run_dir.path) if d.main else None
         window: list[float] = []
         started = time.perf_counter()
         steps_done = 0
-        while step < c.train.steps:
-            loss, grad_norm, position = self._train_step(stream, step)
-            if loss is None:
-                continue
-            step += 1
-            steps_done += 1
-            window.append(loss)
-            bar.update(1)
-            if step % c.train.log_every == 0 or step == c.train.steps:
-                mean_loss = sum(window) / len(window)
-                window.clear()
-                rate = steps_done / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-                if d.main:
-                    row = {"step": step, "processes": d.world, "loss": mean_loss, "lr": self._lr(step - 1), "grad_norm": grad_norm,
-                           "steps_per_s": rate, "skipped_batches": self.skipped}
-                    with open(metrics, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    if board is not None:
-                        for key in ("loss", "lr", "grad_norm", "steps_per_s"):
-                            board.add_scalar(f"train/{key}", row[key], step)
-            last = step == c.train.steps
-            save_now = last or (c.train.checkpoint_every and step % c.train.checkpoint_every == 0)
-            sample_now = last or (c.train.sample_every and step % c.train.sample_every == 0)
-            if d.main and save_now:
-                self._save(step, position)
-            if d.main and sample_now:
-                self.sample_and_save(step)
-                plot_loss_curve(metrics, self.run_dir.path / "loss.png")
-            if d.world > 1 and (save_now or sample_now):
-                dist.barrier()  # the other ranks wait while rank 0 writes
-        bar.close()
-        if board is not None:
-            board.close()
-        if d.world > 1:
-            dist.destroy_process_group()
-        return self.run_dir.path
+        try:
+            while step < c.train.steps:
+                loss, grad_norm, position = self._train_step(stream, step)
+                if loss is None:
+                    continue
+                step += 1
+                steps_done += 1
+                window.append(loss)
+                bar.update(1)
+                signum = self._stop_now(stop)
+                if step % c.train.log_every == 0 or step == c.train.steps or signum:
+                    mean_loss = sum(window) / len(window)
+                    window.clear()
+                    rate = steps_done / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                    if d.main:
+                        self.metrics.log({"step": step, "processes": d.world, "loss": mean_loss,
+                                          "lr": self._lr(step - 1), "grad_norm": grad_norm, "steps_per_s": rate,
+                                          "skipped_batches": self.skipped})
+                last = step == c.train.steps
+                save_now = last or signum or (c.train.checkpoint_every and step % c.train.checkpoint_every == 0)
+                sample_now = last or (c.train.sample_every and step % c.train.sample_every == 0)
+                if save_now:
+                    rngs = d.all_gather(rng_state())
+                    if d.main:
+                        folder = self._save(step, position, rngs)
+                if signum:
+                    d.barrier()
+                    name = signal.Signals(signum).name
+                    raise TrainingStopped(f"stopped by {name} after step {step}: checkpoint '{folder if d.main else ''}' "
+                                          f"written; continue with --resume", signum)
+                if d.main and sample_now:
+                    self.sample_and_save(step)
+                    self.metrics.plot(self.run_dir.loss_plot_path)
+                if save_now or sample_now:
+                    d.barrier()  # the other ranks wait while rank 0 writes
+        finally:
+            bar.close()
+            self.metrics.close()
+        d.close()
+        return self.run_dir
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def train(config: Union[str, Path, Mapping[str, Any], Config], *, overrides: Overrides = None, resume: bool = False,
+          progress: bool = True) -> Run:
+    """Train from a TOML file, a config mapping or a :class:`~diffkit.config.Config`; returns the :class:`Run`.
+
+    ``overrides`` are ``"section.key=value"`` strings (as ``--set`` takes) or a mapping
+    ``{"section.key": value}``; ``resume=True`` continues the run in ``run.dir`` from its newest checkpoint.
+    """
+    if isinstance(config, (Config, Mapping)):
+        raw = config.model_dump(exclude_none=True) if isinstance(config, Config) else config
+        config = validate(apply_overrides(raw, overrides), "config")
+    else:
+        config = load_config(config, overrides)
+    return Trainer(config, resume=resume, progress=progress).run()

@@ -80,8 +80,9 @@ def test_sample_with_labels_and_guidance(tmp_path):
     out = tmp_path / "out"
     assert main(["sample", str(run), "--labels", "3,3,7", "--guidance", "2", "--steps", "2", "--out", str(out),
                  "--no-progress"]) == 0
-    grid = Image.open(next(out.iterdir()))
-    assert grid.mode == "L"
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "grid.png",
+                                                     "settings.json"]
+    assert Image.open(out / "000000.png").mode == "L"
 
 
 def test_sample_from_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -60,9 +60,9 @@ def test_parse_value():
 
 
 def test_cond_dim_follows_the_conditioner_or_is_checked():
-    from diffkit.build import RunInfo, build_diffusion
+    from diffkit.build import build_diffusion
 
-    info = RunInfo("image", [1, 8, 8])
+    info = [1, 8, 8]
     raw = minimal(model={"options": {"in_channels": 1, "channels": [8, 16], "attention_levels": []},
                          "conditioner": {"name": "labels", "options": {"num_classes": 3, "dim": 12}}})
     diffusion = build_diffusion(validate(raw), info)

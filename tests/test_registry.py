@@ -43,13 +43,37 @@ def test_a_third_party_distribution_is_discovered(installed):
     assert model.channels == 2
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both(installed):
+def test_a_name_claimed_twice_is_disabled_alone_and_choosing_it_names_both(installed):
     installed("first-dist", "first_plugin", TINY.format(name="dup"))
     installed("second-dist", "second_plugin", TINY.format(name="dup"))
+    with pytest.warns(RuntimeWarning, match="'dup' is claimed by .*the name is disabled"):
+        registry = diffkit.reload_plugins()
+    assert "dup" not in registry.backbones and "unet2d" in registry.backbones
     with pytest.raises(PluginError) as info:
-        diffkit.reload_plugins()
+        diffkit.create_backbone("dup")
     message = str(info.value)
     assert "'dup'" in message and "first-dist" in message and "second-dist" in message
+    assert "DIFFKIT_DISABLE_THIRD_PARTY_PLUGINS=1" in message
+
+
+def test_a_plugin_claiming_a_builtin_name_leaves_everything_else_usable(installed, capsys, tmp_path, tiny):
+    from diffkit.cli import main
+
+    installed("squatter-dist", "squatter_plugin", TINY.format(name="unet2d"))
+    with pytest.warns(RuntimeWarning, match="'unet2d' is claimed"):
+        diffkit.reload_plugins()
+    assert main(["plugins"]) == 0  # the listing still works and shows the clash
+    out = capsys.readouterr().out
+    assert "disabled: backbone name 'unet2d' is claimed" in out and "squatter-dist" in out
+    assert any(line.split()[:1] == ["unet1d"] for line in out.splitlines())
+    diffkit.create_backbone("unet3d", channels=[8], attention_levels=[])  # the others are untouched
+    config = tmp_path / "c.toml"
+    import tomli_w
+
+    config.write_text(tomli_w.dumps(tiny()))
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "squatter-dist" in err and "DIFFKIT_DISABLE_THIRD_PARTY_PLUGINS=1" in err
 
 
 def test_a_broken_plugin_is_named_and_the_others_still_load(installed):

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import diffkit
 from diffkit import checkpoint as ckpt
 from diffkit.config import ConfigError, apply_overrides, validate
-from diffkit.trainer import RunDirectory, Trainer, TrainingError
+from diffkit.run import Run, RunError
+from diffkit.trainer import Trainer, TrainingError
 
 
 class Payload:
@@ -45,8 +46,9 @@ def test_pickle_payloads_are_refused_by_every_loader(evil, tmp_path, tiny):
     path, marker = evil
     with pytest.raises(ckpt.CheckpointError, match="evil.pt' is a pickle"):
         ckpt.load_weights(path)
-    with pytest.raises(ckpt.CheckpointError, match="evil.pt' cannot be loaded safely"):
+    with pytest.raises(ckpt.CheckpointError, match="evil.pt' holds pickled code or objects") as info:
         ckpt.load_state(path)
+    assert "weights_only=False" not in str(info.value)  # no advice to run the file's code
     renamed = tmp_path / "evil.ckpt"
     shutil.copy(path, renamed)
     with pytest.raises(ckpt.CheckpointError):
@@ -57,7 +59,7 @@ def test_pickle_payloads_are_refused_by_every_loader(evil, tmp_path, tiny):
     folder = ckpt.latest_checkpoint(run / "checkpoints")
     shutil.copy(path, folder / "state.pt")
     raw = tiny(train={"steps": 2})
-    with pytest.raises(ckpt.CheckpointError, match="state.pt' cannot be loaded safely"):
+    with pytest.raises(ckpt.CheckpointError, match="state.pt' holds pickled code or objects"):
         Trainer(validate(raw), resume=True, progress=False).run()
     # And a model.safetensors that is really a pickle, through `diffkit sample`.
     shutil.copy(path, folder / "ema.safetensors")
@@ -150,7 +152,7 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint_and_resume_works(tm
 
 def test_a_checkpoint_caught_mid_swap_is_restored(tmp_path):
     root = tmp_path / "checkpoints"
-    ckpt.save_checkpoint(root, 4, {"model": {"w": torch.ones(2)}}, {"step": 4}, keep=3)
+    ckpt.save_checkpoint(root, 4, {"model": {"w": torch.ones(2)}, "ema": {"w": torch.ones(2)}}, {"step": 4}, keep=3)
     os.rename(root / "step_00000004", root / ".old-step_00000004-999")  # killed between the two renames
     assert ckpt.recover(root) == ["restored step_00000004"]
     assert ckpt.load_state(root / "step_00000004" / "state.pt")["step"] == 4
@@ -162,13 +164,13 @@ def test_a_checkpoint_caught_mid_swap_is_restored(tmp_path):
 def test_an_unwritable_run_directory_fails_at_start(tmp_path, tiny):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(TrainingError, match="run directory '.*file/run' is not writable"):
+    with pytest.raises(RunError, match="run directory '.*file/run' is not writable"):
         Trainer(validate(tiny(run={"dir": str(blocker / "run")})), progress=False).run()
 
 
 def test_too_little_free_space_fails_at_start(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(TrainingError, match="has 0 MiB free; keeping 3 checkpoints needs about"):
+    with pytest.raises(TrainingError, match=r"has 0.0 MiB free; keeping 3 checkpoints of about .* MiB \(and writing one more\) needs about"):
         Trainer(validate(tiny()), progress=False).run()
 
 
@@ -184,7 +186,7 @@ def test_a_full_disk_at_save_is_clear_and_keeps_earlier_checkpoints(tmp_path, ti
         real(tensors, path)
 
     monkeypatch.setattr(ckpt, "save_weights", full_disk)
-    with pytest.raises(TrainingError, match="No space left on device; the previous checkpoints are intact"):
+    with pytest.raises(TrainingError, match=r"could not write checkpoint step_00000003 .*No space left on device.*; a checkpoint needs about .* MiB and .* free; the previous checkpoints are intact"):
         Trainer(validate(raw), progress=False).run()
     root = Path(raw["run"]["dir"]) / "checkpoints"
     assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_00000001", "step_00000002"]
@@ -294,7 +296,7 @@ def test_a_nan_batch_is_skipped_before_the_optimizer_and_ema_move(tiny):
     assert all(torch.equal(before[k], v) for k, v in trainer.diffusion.state_dict().items())
     assert all(torch.equal(ema_before[k], v) for k, v in trainer.ema.model.state_dict().items())
     assert trainer.ema.num_updates == 0 and not trainer.optimizer.state
-    trainer.run_dir.close()
+    trainer.run_dir.release()
 
 
 def test_nothing_non_finite_is_ever_written(tmp_path):
@@ -308,11 +310,11 @@ def test_nothing_non_finite_is_ever_written(tmp_path):
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tiny):
     raw = tiny()
-    holder = RunDirectory(Path(raw["run"]["dir"]))
-    holder.open()
+    holder = Run(raw["run"]["dir"])
+    holder.create()
     try:
-        with pytest.raises(TrainingError, match="is in use by another diffkit run"):
+        with pytest.raises(RunError, match="is in use by another diffkit run"):
             Trainer(validate(raw), progress=False).run()
     finally:
-        holder.close()
+        holder.release()
     Trainer(validate(raw), progress=False).run()  # free again once the first run ends

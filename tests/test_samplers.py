@@ -292,7 +292,7 @@ def test_sampler_errors_say_what_is_accepted():
         d.sample(1, sampler="dpm-solver++", steps=31)
     with pytest.raises(ValueError, match="between 1 and the schedule's T=30, got 0"):
         d.sample(1, sampler="ddpm", steps=0)
-    with pytest.raises(ValueError, match="eta must be >= 0"):
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
         d.sample(1, sampler="ddim", steps=5, eta=-1.0)
 
 

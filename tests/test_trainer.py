@@ -103,22 +103,39 @@ def test_init_from_starts_from_another_runs_weights(tiny, tmp_path):
     ema = weights(first, 2, "ema")
     state = second.diffusion.state_dict()
     assert all(torch.equal(state[k], ema[k]) for k in ema)
-    second.run_dir.close()
+    second.run_dir.release()
 
 
-def test_torchrun_two_processes_train_with_ddp(tiny, tmp_path):
-    raw = tiny(train={"steps": 3})
-    config_file = tmp_path / "ddp.toml"
-    config_file.write_text(tomli_w.dumps(raw))
+def _torchrun(config_file, cwd, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "diffkit.cli", "train", str(config_file), "--no-progress"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+         "-m", "diffkit.cli", "train", str(config_file), "--no-progress", *extra],
+        capture_output=True, text=True, timeout=300, env=env, cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    run = Path(raw["run"]["dir"])
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]  # written by rank 0 alone
+
+
+def test_torchrun_trains_with_ddp_and_resumes_bit_exact(tiny, tmp_path):
+    """Two processes (gloo DDP), N steps in one go against N/2 + --resume + N/2: every rank's random state is saved."""
+    straight = tiny(run={"dir": str(tmp_path / "straight")}, train={"steps": 6})
+    halves = tiny(run={"dir": str(tmp_path / "halves")}, train={"steps": 3})
+    (tmp_path / "straight.toml").write_text(tomli_w.dumps(straight))
+    (tmp_path / "halves.toml").write_text(tomli_w.dumps(halves))
+    _torchrun(tmp_path / "straight.toml", tmp_path)
+    a_run, b_run = Path(straight["run"]["dir"]), Path(halves["run"]["dir"])
+    rows = [json.loads(line) for line in (a_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))  # written by rank 0 alone
     assert all(r["processes"] == 2 for r in rows)
-    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003"]
+    assert [p.name for p in list_checkpoints(a_run / "checkpoints")] == ["step_00000006"]
+
+    _torchrun(tmp_path / "halves.toml", tmp_path)
+    with pytest.raises(TrainingError, match="written by 2 process\\(es\\), this run has 1"):
+        train({**halves, "train": {**halves["train"], "steps": 6}}, resume=True)  # one process cannot continue it
+    _torchrun(tmp_path / "halves.toml", tmp_path, "--set", "train.steps=6", "--resume")
+    for name in ("model", "ema"):
+        a, b = weights(a_run, 6, name), weights(b_run, 6, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} weights differ after a torchrun resume"
+    state = torch.load(b_run / "checkpoints/step_00000006/state.pt", weights_only=True)
+    assert state["processes"] == 2 and len(state["rng_per_rank"]) == 2
+    assert not torch.equal(state["rng_per_rank"][0]["torch"], state["rng_per_rank"][1]["torch"])

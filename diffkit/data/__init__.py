@@ -19,6 +19,7 @@ from .folder import DataError, DataWarning
 from .images import ImageFolder
 from .volumes import VolumeFolder
 from .writers import (
+    save_image,
     save_image_grid,
     save_images,
     save_samples,
@@ -67,6 +68,7 @@ __all__ = [
     "TonesDataset",
     "VolumeFolder",
     "create_dataset",
+    "save_image",
     "save_image_grid",
     "save_images",
     "save_samples",

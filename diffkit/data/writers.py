@@ -13,6 +13,8 @@ import torch
 import torchaudio
 from PIL import Image
 
+from ..files import atomic_path
+
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] → (B, H, W, C) uint8, clipped to the valid range."""
@@ -36,8 +38,8 @@ def _grid(tiles: list[np.ndarray], nrow: int, pad: int = 2) -> np.ndarray:
 
 def _save_png(pixels: np.ndarray, path: Union[str, os.PathLike]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(tmp)
     return path
 
 
@@ -57,6 +59,13 @@ def save_image_grid(
     return _save_png(_grid(list(images), nrow, pad), path)
 
 
+def save_image(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
+    """Save one image (C, H, W) in [-1, 1] as a PNG file."""
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"save_image expects (1 or 3, H, W), got {tuple(x.shape)}")
+    return _save_png(to_uint8_images(x[None])[0], path)
+
+
 def save_images(x: torch.Tensor, directory: Union[str, os.PathLike], stem: str = "image") -> list[Path]:
     """Save each image of a batch (B, C, H, W) in [-1, 1] as ``directory/{stem}_{i:04d}.png``."""
     if x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -69,9 +78,10 @@ def save_wav(x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int) -
     if x.ndim != 2:
         raise ValueError(f"save_wav expects one waveform (C, L), got {tuple(x.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # soundfile scales floats by 32767 and clips, so +1 and -1 both survive as full-scale samples.
-    sf.write(str(path), x.detach().float().cpu().clamp(-1, 1).T.numpy(), int(sample_rate), subtype="PCM_16", format="WAV")
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), x.detach().float().cpu().clamp(-1, 1).T.numpy(), int(sample_rate), subtype="PCM_16",
+                 format="WAV")
     return path
 
 
@@ -80,8 +90,8 @@ def save_volume(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
     if x.ndim != 4:
         raise ValueError(f"save_volume expects one volume (C, D, H, W), got {tuple(x.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, x.detach().float().cpu().clamp(-1, 1).numpy())
+    with atomic_path(path) as tmp:
+        np.save(tmp, x.detach().float().cpu().clamp(-1, 1).numpy())
     return path
 
 
