@@ -283,3 +283,20 @@ def test_what_is_a_diffusers_folder(tmp_path):
     assert not pretrained.is_diffusers_folder(tmp_path)
     with pytest.raises(PretrainedError, match=r"is not in diffusers' layout"):
         pretrained.read_diffusers(tmp_path)
+
+
+def test_checkpoints_with_the_old_attention_names_are_read(tmp_path):
+    # Checkpoints converted before diffusers renamed its attention (query/key/value/proj_attn) still load there.
+    from safetensors.torch import load_file, save_file
+
+    unet, _ = _save(tmp_path, CONFIGS["ddpm-conventions"][0])
+    new = load_file(tmp_path / "diffusion_pytorch_model.safetensors")
+    old_names = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    old = {}
+    for key, tensor in new.items():
+        for a, b in old_names.items():
+            key = key.replace(f".{a}.", f".{b}.")
+        old[key] = tensor
+    assert sum(".query." in k for k in old) == 2 * 4  # weight and bias of 4 attention blocks: 1 down, 1 mid, 2 up
+    save_file(old, tmp_path / "diffusion_pytorch_model.safetensors")
+    assert _compare(unet, pretrained.load_diffusers(tmp_path).model, (3, 16, 16)) <= TOLERANCE
