@@ -31,6 +31,7 @@ PathLike = Union[str, Path]
 MODEL_CONFIG = "config.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX = "diffusion_pytorch_model.safetensors.index.json"  # sharded weights
+PICKLED_WEIGHTS = "diffusion_pytorch_model.bin"  # refused: diffkit does not unpickle
 SCHEDULER_CONFIG = "scheduler_config.json"
 # A pipeline folder keeps each component in a subfolder of its own.
 UNET_SUBFOLDER, SCHEDULER_SUBFOLDER = "unet", "scheduler"
@@ -412,17 +413,16 @@ def _to_diffkit(weights: dict[str, torch.Tensor], options: dict[str, Any], where
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    index = folder / WEIGHTS_INDEX
+    """The weights of a model folder: one safetensors file, or the shards its index lists."""
+    single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
+    if not single.is_file() and not index.is_file() and (folder / PICKLED_WEIGHTS).is_file():
+        raise PretrainedError(f"'{folder}' holds only {PICKLED_WEIGHTS} (a pickle); diffkit reads only {WEIGHTS}: "
+                              "re-save the model with diffusers' save_pretrained(..., safe_serialization=True)")
     try:
-        if (folder / WEIGHTS).is_file() or not index.is_file():
-            if not (folder / WEIGHTS).is_file() and (folder / "diffusion_pytorch_model.bin").is_file():
-                raise PretrainedError(f"'{folder}' holds only diffusion_pytorch_model.bin (a pickle); diffkit reads "
-                                      f"only {WEIGHTS}: save the model with diffusers' save_pretrained(..., "
-                                      "safe_serialization=True)")
-            return load_weights(folder / WEIGHTS)
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        if single.is_file() or not index.is_file():
+            return load_weights(single)
         weights: dict[str, torch.Tensor] = {}
-        for shard in shards:
+        for shard in sorted(set(_read_json(index).get("weight_map", {}).values())):
             weights.update(load_weights(folder / shard))
         return weights
     except CheckpointError as exc:

@@ -300,3 +300,11 @@ def test_checkpoints_with_the_old_attention_names_are_read(tmp_path):
     assert sum(".query." in k for k in old) == 2 * 4  # weight and bias of 4 attention blocks: 1 down, 1 mid, 2 up
     save_file(old, tmp_path / "diffusion_pytorch_model.safetensors")
     assert _compare(unet, pretrained.load_diffusers(tmp_path).model, (3, 16, 16)) <= TOLERANCE
+
+
+def test_sharded_weights_are_read(tmp_path):
+    unet, _ = _save(tmp_path, CONFIGS["cifar-like-3-levels"][0])
+    (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
+    unet.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert len(list(tmp_path.glob("diffusion_pytorch_model-*.safetensors"))) > 2
+    assert _compare(unet, pretrained.load_diffusers(tmp_path).model, (1, 8, 8)) <= TOLERANCE
