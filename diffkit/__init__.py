@@ -1,6 +1,6 @@
 """diffkit: one DDPM engine for images, audio and volumes, with denoisers chosen by name from plugins."""
 
-from . import likelihood, samplers, schedules
+from . import likelihood, pretrained, samplers, schedules
 from .diffusion import GaussianDiffusion, extract
 from .ema import EMA
 from .hookspecs import hookimpl
@@ -29,6 +29,7 @@ __all__ = [
     "extract",
     "hookimpl",
     "likelihood",
+    "pretrained",
     "reload_plugins",
     "samplers",
     "schedules",

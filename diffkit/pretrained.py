@@ -295,11 +295,16 @@ def _diffusion_options(s: dict[str, Any], where: Any) -> dict[str, Any]:
         "variance": VARIANCES[s["variance_type"]],
         "threshold": "none",
     }
-    if s["thresholding"]:  # diffusers' dynamic thresholding wins over clip_sample
-        if s["sample_max_value"] != 1.0:
+    if s["thresholding"]:  # wins over clip_sample in diffusers
+        # diffusers bounds Imagen's s to [1, sample_max_value]: at 1 that is clipping, unbounded it is
+        # diffkit's "dynamic"; a bound in between has no diffkit equivalent.
+        if s["sample_max_value"] == 1.0:
+            options["threshold"] = "clip"
+        elif s["sample_max_value"] == math.inf:
+            options.update(threshold="dynamic", threshold_percentile=float(s["dynamic_thresholding_ratio"]))
+        else:
             raise PretrainedError(f"{where}: thresholding with sample_max_value={s['sample_max_value']} cannot be "
-                                  "represented (diffkit's dynamic threshold keeps x0 in [-1, 1])")
-        options.update(threshold="dynamic", threshold_percentile=float(s["dynamic_thresholding_ratio"]))
+                                  "represented (diffkit's dynamic threshold needs 1 (clipping) or Infinity)")
     elif s["clip_sample"]:
         if s["clip_sample_range"] != 1.0:
             raise PretrainedError(f"{where}: clip_sample_range={s['clip_sample_range']} cannot be represented "
@@ -620,6 +625,8 @@ def _scheduler_config(diffusion: GaussianDiffusion) -> dict[str, Any]:
         "prediction_type": prediction,
         "thresholding": diffusion.threshold == "dynamic",
         "dynamic_thresholding_ratio": float(diffusion.threshold_percentile),
+        # No upper bound on Imagen's s, as diffkit's "dynamic" (json writes it as Infinity, which diffusers reads).
+        "sample_max_value": math.inf if diffusion.threshold == "dynamic" else 1.0,
     }
 
 

@@ -35,7 +35,7 @@ CONFIGS = {
              down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
              add_attention=False, norm_num_groups=8),
         dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", thresholding=True,
-             dynamic_thresholding_ratio=0.9),
+             sample_max_value=float("inf"), dynamic_thresholding_ratio=0.9),
     ),
 }
 
@@ -78,21 +78,30 @@ def test_imported_models_give_diffusers_outputs(tmp_path, name):
     assert diffusion.objective == expected
 
 
-def test_x0_prediction_and_clipping_match_the_scheduler(tmp_path):
-    # diffusers' step() reports its x̂0 (after clip_sample); diffkit's predict() must give the same one.
-    unet_options, _ = CONFIGS["ddpm-conventions"]
-    for prediction_type in ("epsilon", "sample", "v_prediction"):
-        folder = tmp_path / prediction_type
-        unet, scheduler = _save(folder, unet_options, dict(prediction_type=prediction_type, clip_sample=True))
-        diffusion = pretrained.load_diffusers(folder)
-        assert diffusion.threshold == "clip" and diffusion.variance == "posterior"
-        x = 3 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-        t = 600
-        with torch.no_grad():
-            theirs = scheduler.step(unet(x, t).sample, t, x).pred_original_sample
-            _, ours = diffusion.predict(x, torch.full((2,), t))
-        assert (theirs - ours).abs().max().item() <= TOLERANCE
-        assert 0 < (ours.abs() == 1).float().mean() < 1  # the clipping took part
+@pytest.mark.parametrize("scheduler_options, threshold", [
+    (dict(prediction_type="epsilon", clip_sample=True), "clip"),
+    (dict(prediction_type="sample", clip_sample=True), "clip"),
+    (dict(prediction_type="v_prediction", clip_sample=True), "clip"),
+    (dict(prediction_type="epsilon", clip_sample=False), "none"),
+    # diffusers bounds Imagen's s by sample_max_value: at its default 1 thresholding is clipping
+    (dict(prediction_type="epsilon", clip_sample=False, thresholding=True), "clip"),
+    (dict(prediction_type="v_prediction", clip_sample=False, thresholding=True, sample_max_value=float("inf"),
+          dynamic_thresholding_ratio=0.9), "dynamic"),
+])
+def test_x0_prediction_and_thresholds_match_the_scheduler(tmp_path, scheduler_options, threshold):
+    # diffusers' step() reports its x̂0 (after clip_sample / thresholding); diffkit's predict() must agree.
+    unet, scheduler = _save(tmp_path, CONFIGS["ddpm-conventions"][0], scheduler_options)
+    diffusion = pretrained.load_diffusers(tmp_path)
+    assert diffusion.threshold == threshold and diffusion.variance == "posterior"
+    x = 3 * torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    t = 600
+    with torch.no_grad():
+        theirs = scheduler.step(unet(x, t).sample, t, x).pred_original_sample
+        _, ours = diffusion.predict(x, torch.full((2,), t))
+    # Unclipped, x̂0 reaches ~40 here (x_t / sqrt(ᾱ_t)): float32 rounding scales with it.
+    assert (theirs - ours).abs().max().item() <= TOLERANCE * max(1.0, theirs.abs().max().item())
+    at_one = (ours.abs() > 1 - 1e-6).float().mean()
+    assert (0 < at_one < 1) if threshold != "none" else ours.abs().max() > 1  # the threshold took part
 
 
 def test_non_square_pipeline_folder_and_default_scheduler(tmp_path):
@@ -308,3 +317,53 @@ def test_sharded_weights_are_read(tmp_path):
     unet.save_pretrained(tmp_path, max_shard_size="40KB")
     assert len(list(tmp_path.glob("diffusion_pytorch_model-*.safetensors"))) > 2
     assert _compare(unet, pretrained.load_diffusers(tmp_path).model, (1, 8, 8)) <= TOLERANCE
+
+
+SMALL = {k: v for k, v in BASE.items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("scheduler_options, config_schedule", [
+    (dict(beta_schedule="linear"), "linear"),  # diffkit's linear at T = 1000 is DDPM's 1e-4 … 0.02
+    (dict(beta_schedule="linear", num_train_timesteps=50), None),  # diffkit's linear rescales by 1000/T
+    (dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012), None),
+    (dict(beta_schedule="squaredcos_cap_v2", num_train_timesteps=50), "cosine"),
+    (dict(beta_schedule="sigmoid", beta_start=1e-4, beta_end=0.03), None),
+    (dict(trained_betas=diffkit.schedules.linear_beta_schedule(50).tolist(), num_train_timesteps=50), "linear"),
+])
+def test_schedules_are_read_as_the_scheduler_computes_them(tmp_path, scheduler_options, config_schedule):
+    _save(tmp_path, SMALL)
+    scheduler = DDPMScheduler(**{"num_train_timesteps": 1000, **scheduler_options})
+    scheduler.save_pretrained(tmp_path)
+    read = pretrained.read_diffusers(tmp_path)
+    assert torch.equal(torch.tensor(read.diffusion["betas"]).float(), scheduler.betas)
+    assert (read.diffusion_config or {}).get("schedule") == config_schedule
+    if config_schedule is not None:
+        T = read.diffusion_config["timesteps"]
+        named = diffkit.schedules.make_beta_schedule(config_schedule, T)
+        assert torch.allclose(named, torch.tensor(read.diffusion["betas"], dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("betas, written", [
+    (diffkit.schedules.linear_beta_schedule(50), "linear"),
+    (diffkit.schedules.cosine_beta_schedule(50), "squaredcos_cap_v2"),
+    (torch.linspace(0.01**0.5, 0.2**0.5, 50, dtype=torch.float64) ** 2, "scaled_linear"),
+    (torch.rand(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1 + 0.001, "trained_betas"),
+])
+def test_exported_schedules_and_dynamic_thresholds_reach_diffusers(tmp_path, betas, written):
+    model = diffkit.create_backbone("unet2d", **pretrained.diffusers_backbone_options(_write_base(tmp_path)))
+    diffusion = diffkit.GaussianDiffusion(model, (3, 16, 16), betas, threshold="dynamic", threshold_percentile=0.9,
+                                          variance="beta")
+    pretrained.export_diffusers(diffusion, tmp_path / "out")
+    scheduler = DDPMScheduler.from_pretrained(tmp_path / "out")
+    assert (scheduler.config.trained_betas is not None if written == "trained_betas"
+            else scheduler.config.beta_schedule == written)
+    assert scheduler.config.variance_type == "fixed_large" and scheduler.config.thresholding
+    assert scheduler.config.sample_max_value == float("inf") and scheduler.config.dynamic_thresholding_ratio == 0.9
+    assert torch.allclose(diffusion.alphas_cumprod.float(), scheduler.alphas_cumprod, rtol=1e-5, atol=1e-7)
+    back = pretrained.load_diffusers(tmp_path / "out")
+    assert (back.threshold, back.threshold_percentile, back.variance) == ("dynamic", 0.9, "beta")
+
+
+def _write_base(folder):
+    (folder / "config.json").write_text(json.dumps(BASE))
+    return folder
