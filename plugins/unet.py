@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from diffkit import hookimpl
-from diffkit.layers import AttentionBlock, Downsample, ResBlock, Upsample, conv_nd, norm_layer, timestep_embedding
+from diffkit.layers import (
+    DOWNSAMPLE_PADDINGS,
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    Upsample,
+    conv_nd,
+    norm_layer,
+    timestep_embedding,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. 2020, appendix B: 35.7M parameters at 32×32; attention at the 16×16 level.
@@ -84,6 +93,9 @@ class UNet(nn.Module):
             if attention_head_dim < 1 or bad:
                 raise ValueError(f"{name}: 'attention_head_dim' {attention_head_dim} does not divide the attention "
                                  f"width(s) {bad}")
+        if downsample_padding not in DOWNSAMPLE_PADDINGS:
+            raise ValueError(f"{name}: unknown 'downsample_padding' {downsample_padding!r}; choose one of "
+                             f"{list(DOWNSAMPLE_PADDINGS)}")
         if norm_groups is not None and (norm_groups < 1 or any(c % norm_groups for c in channels)):
             raise ValueError(f"{name}: 'norm_groups' {norm_groups} must divide every width in 'channels' {channels}")
         self.name = name

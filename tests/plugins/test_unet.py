@@ -177,7 +177,7 @@ def test_same_padding_pads_like_tensorflow(factor, size, pad):
 @pytest.mark.parametrize("options, message", [
     (dict(attention_head_dim=12), r"'attention_head_dim' 12 does not divide the attention width\(s\) \[16, 16\]"),
     (dict(norm_groups=3), r"'norm_groups' 3 must divide every width"),
-    (dict(downsample_padding="valid"), r"unknown downsample padding 'valid'; choose one of \['symmetric', 'same'\]"),
+    (dict(downsample_padding="valid"), r"unknown 'downsample_padding' 'valid'; choose one of \['symmetric', 'same'\]"),
 ])
 def test_bad_convention_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
