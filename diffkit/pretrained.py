@@ -452,7 +452,8 @@ def _check_model(model: nn.Module, options: dict[str, Any], source: Any) -> None
     """``model`` is a unet2d with the architecture ``options`` describe; else one line naming the difference."""
     if getattr(model, "name", None) != "unet2d" or not hasattr(model, "options"):
         raise PretrainedError(f"{source} holds a unet2d; the model is a {type(model).__name__}")
-    reference = _reference(options)
+    # A conditioned model keeps its own condition projection: the folder's model has none.
+    reference = _reference({**options, "cond_dim": model.cond_dim})
     misfit = _first_misfit(reference.state_dict(), model.state_dict())
     if misfit:
         raise PretrainedError(f"{source} does not fit the model: {misfit}; build the unet2d with "
@@ -518,12 +519,14 @@ def load_diffusers_weights(model: nn.Module, path: PathLike) -> None:
     """Load a diffusers folder's weights into an already built unet2d (e.g. to fine-tune it).
 
     The model must have the folder's architecture and layer conventions (build it with
-    :func:`diffusers_backbone_options`; ``dropout`` and ``gradient_checkpointing`` may differ);
-    otherwise one line names the first difference.
+    :func:`diffusers_backbone_options`; ``dropout`` and ``gradient_checkpointing`` may differ, and a
+    ``cond_dim`` adds a condition projection that keeps its own initial weights, to fine-tune an
+    unconditional model into a conditional one); otherwise one line names the first difference.
     """
     pretrained = read_diffusers(path)
     _check_model(model, pretrained.options, f"diffusers folder '{path}'")
-    model.load_state_dict(pretrained.state_dict)
+    missing, unexpected = model.load_state_dict(pretrained.state_dict, strict=False)
+    assert not unexpected and all(k.startswith("cond_embed.") for k in missing), (missing, unexpected)
 
 
 # --- writing -------------------------------------------------------------------------------------

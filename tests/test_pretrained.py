@@ -127,6 +127,12 @@ def test_weights_load_into_a_unet2d_built_from_the_options(tmp_path):
     pretrained.load_diffusers_weights(model, tmp_path)
     assert _compare(unet, model, (3, 16, 16)) <= TOLERANCE
 
+    conditioned = diffkit.create_backbone("unet2d", **{**options, "cond_dim": 4})
+    projection = conditioned.cond_embed.weight.clone()
+    pretrained.load_diffusers_weights(conditioned, tmp_path)
+    assert torch.equal(conditioned.conv_out.weight, model.conv_out.weight)
+    assert torch.equal(conditioned.cond_embed.weight, projection)  # new, so left as built
+
     wrong_shift = diffkit.create_backbone("unet2d", **{**options, "freq_shift": 0})
     with pytest.raises(PretrainedError, match=r"^[^\n]*freq_shift is 1 there and 0 here[^\n]*$"):
         pretrained.load_diffusers_weights(wrong_shift, tmp_path)
