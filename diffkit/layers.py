@@ -53,7 +53,8 @@ def timestep_embedding(
     False. The DDPM checkpoints converted to diffusers use sines first and ``freq_shift=1``.
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - freq_shift))
+    exponents = torch.arange(half, device=t.device, dtype=torch.float32)
+    freqs = torch.exp(-math.log(max_period) * exponents / (half - freq_shift))
     args = t.float()[:, None] * freqs[None]
     parts = [torch.cos(args), torch.sin(args)]
     emb = torch.cat(parts if flip_sin_to_cos else parts[::-1], dim=-1)

@@ -480,7 +480,9 @@ def read_diffusers(path: PathLike) -> Pretrained:
     """Read a diffusers UNet2DModel folder (flat, or a pipeline's ``unet/`` + ``scheduler/``).
 
     Without a scheduler config, DDPMScheduler's defaults apply (linear β from 1e-4 to 0.02 over 1000
-    steps, ε prediction, σ² = β̃, x0 clipped): those of the published DDPM models.
+    steps, ε prediction, σ² = β̃, x0 clipped): those of the published DDPM models. Of a scheduler
+    config only what defines the model is read (β, prediction type, variance, clipping); its sampling
+    settings (timestep_spacing, steps_offset, …) are not, since diffkit's samplers choose their own steps.
     """
     model_folder, scheduler_file = _folders(path)
     where = model_folder / MODEL_CONFIG
