@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointError, load_weights, save_weights
 from .diffusion import GaussianDiffusion
+from .layers import AttentionBlock, Downsample
 from .registry import create_backbone
 from .schedules import SCHEDULES, cosine_beta_schedule
 
@@ -458,15 +459,16 @@ def _check_model(model: nn.Module, options: dict[str, Any], source: Any) -> None
     if misfit:
         raise PretrainedError(f"{source} does not fit the model: {misfit}; build the unet2d with "
                               "diffusers_backbone_options()")
+
     # What the weights do not show: the conventions of the layers.
     def describe(m: nn.Module) -> list[tuple[str, Any]]:
         items: list[tuple[str, Any]] = [("flip_sin_to_cos", m.flip_sin_to_cos), ("freq_shift", m.freq_shift)]
         for name, sub in m.named_modules():
             if isinstance(sub, nn.GroupNorm):
                 items.append((f"{name} (norm_groups, norm_eps)", (sub.num_groups, sub.eps)))
-            elif hasattr(sub, "heads") and hasattr(sub, "qkv"):
+            elif isinstance(sub, AttentionBlock):
                 items.append((f"{name} (attention heads)", sub.heads))
-            elif hasattr(sub, "pad") and hasattr(sub, "factor"):
+            elif isinstance(sub, Downsample):
                 items.append((f"{name} (downsample_padding)", sub.pad))
         return items
 
@@ -562,21 +564,21 @@ def _unet_config(model: nn.Module, sample_size: Optional[list[int]]) -> dict[str
     norms = {(m.num_groups, m.eps) for m in model.modules() if isinstance(m, nn.GroupNorm)}
     if len(norms) != 1:
         groups = sorted({g for g, _ in norms})
-        raise _refuse("norm_groups", o.get("norm_groups"), f"diffusers has one group count, this model has {groups} "
+        raise _refuse("norm_groups", o["norm_groups"], f"diffusers has one group count, this model has {groups} "
                       "(set norm_groups)")
     (groups, eps), = norms
-    attention = [m for m in model.modules() if hasattr(m, "heads") and hasattr(m, "qkv")]
+    attention = [m for m in model.modules() if isinstance(m, AttentionBlock)]
     head_dims = {m.qkv.in_channels // m.heads for m in attention}
     if all(m.heads == 1 for m in attention):
         head_dim = None  # diffusers: one head of the block's width
     elif len(head_dims) == 1:
         head_dim = head_dims.pop()
     else:
-        raise _refuse("attention_heads", o.get("attention_heads"), f"diffusers has one head width, this model has "
+        raise _refuse("attention_heads", o["attention_heads"], f"diffusers has one head width, this model has "
                       f"{sorted(head_dims)} (set attention_head_dim)")
-    padding = {v: k for k, v in _PADDINGS.items()}[o.get("downsample_padding", "symmetric")]
+    padding = {v: k for k, v in _PADDINGS.items()}[o["downsample_padding"]]
     widths = [int(w) for w in o["channels"]]
-    attn = set(o.get("attention_levels", ()))
+    attn = set(o["attention_levels"])
     downs = ["AttnDownBlock2D" if level in attn else "DownBlock2D" for level in range(len(widths))]
     ups = ["AttnUpBlock2D" if level in attn else "UpBlock2D" for level in reversed(range(len(widths)))]
     return {
@@ -608,14 +610,16 @@ def _scheduler_config(diffusion: GaussianDiffusion) -> dict[str, Any]:
                                 "trained_betas": None}
     line = torch.linspace(float(betas[0]), float(betas[-1]), T, dtype=torch.float64)
     root = torch.linspace(float(betas[0].sqrt()), float(betas[-1].sqrt()), T, dtype=torch.float64)
-    if torch.allclose(betas, line, rtol=1e-9, atol=0):
-        pass
-    elif torch.allclose(betas, root**2, rtol=1e-9, atol=0):
+
+    def same(other: torch.Tensor) -> bool:
+        return torch.allclose(betas, other, rtol=1e-9, atol=0)
+
+    if same(root**2) and not same(line):
         schedule["beta_schedule"] = "scaled_linear"
-    elif torch.allclose(betas, cosine_beta_schedule(T), rtol=1e-9, atol=0):
+    elif same(cosine_beta_schedule(T)):
         schedule.update(beta_schedule="squaredcos_cap_v2", beta_start=_SCHEDULER_DEFAULTS["beta_start"],
                         beta_end=_SCHEDULER_DEFAULTS["beta_end"])
-    else:
+    elif not same(line):  # diffusers then uses these β as they are
         schedule["trained_betas"] = betas.tolist()
     prediction = {v: k for k, v in OBJECTIVES.items()}[diffusion.objective]
     variance = {"posterior": "fixed_small", "beta": "fixed_large"}[diffusion.variance]
