@@ -1,6 +1,6 @@
 """diffkit: one DDPM engine for images, audio and volumes, with denoisers chosen by name from plugins."""
 
-from . import likelihood, samplers, schedules
+from . import likelihood, pretrained, samplers, schedules
 from .diffusion import GaussianDiffusion, extract
 from .ema import EMA
 from .hookspecs import hookimpl
@@ -34,6 +34,7 @@ __all__ = [
     "hookimpl",
     "likelihood",
     "open_run",
+    "pretrained",
     "reload_plugins",
     "samplers",
     "schedules",

@@ -20,7 +20,7 @@ def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
     return cls(*args, **kwargs)
 
 
-def group_norm(channels: int, groups: int = 32, min_group_size: int = 4) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int = 32, min_group_size: int = 4, eps: float = 1e-5) -> nn.GroupNorm:
     """GroupNorm with 32 groups (Wu & He 2018), fewer when the width does not divide or is narrow.
 
     Every group keeps at least ``min_group_size`` channels (as in DDPM, whose narrowest level has
@@ -31,15 +31,33 @@ def group_norm(channels: int, groups: int = 32, min_group_size: int = 4) -> nn.G
     for g in range(1, min(groups, channels) + 1):
         if channels % g == 0 and channels // g >= min_group_size:
             best = g
-    return nn.GroupNorm(best, channels)
+    return nn.GroupNorm(best, channels, eps=eps)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as used by Ho et al. 2020)."""
+def norm_layer(channels: int, groups: Optional[int] = None, eps: float = 1e-5) -> nn.GroupNorm:
+    """The backbones' normalisation: :func:`group_norm`'s rule when ``groups`` is None, else exactly
+    ``groups`` groups (as diffusers' ``norm_num_groups``, one count at every width)."""
+    if groups is None:
+        return group_norm(channels, eps=eps)
+    if groups < 1 or channels % groups:
+        raise ValueError(f"'norm_groups' {groups} does not divide a width of {channels} channels")
+    return nn.GroupNorm(groups, channels, eps=eps)
+
+
+def timestep_embedding(
+    t: torch.Tensor, dim: int, max_period: float = 10000.0, flip_sin_to_cos: bool = True, freq_shift: float = 0.0
+) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as used by Ho et al. 2020).
+
+    Frequencies ``max_period^(-i / (dim/2 - freq_shift))``; cosines first unless ``flip_sin_to_cos`` is
+    False. The DDPM checkpoints converted to diffusers use sines first and ``freq_shift=1``.
+    """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    exponents = torch.arange(half, device=t.device, dtype=torch.float32)
+    freqs = torch.exp(-math.log(max_period) * exponents / (half - freq_shift))
     args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    parts = [torch.cos(args), torch.sin(args)]
+    emb = torch.cat(parts if flip_sin_to_cos else parts[::-1], dim=-1)
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
@@ -48,12 +66,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 class ResBlock(nn.Module):
     """Residual block of the DDPM UNet: GroupNorm, SiLU, conv; the embedding is added between the convs."""
 
-    def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, *,
+                 norm_groups: Optional[int] = None, norm_eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1 = group_norm(in_ch)
+        self.norm1 = norm_layer(in_ch, norm_groups, norm_eps)
         self.conv1 = conv_nd(dims, in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_ch)
-        self.norm2 = group_norm(out_ch)
+        self.norm2 = norm_layer(out_ch, norm_groups, norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(dims, out_ch, out_ch, 3, padding=1)
         self.skip = conv_nd(dims, in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -68,12 +87,13 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Self-attention over every spatial position, through ``scaled_dot_product_attention``."""
 
-    def __init__(self, dims: int, channels: int, heads: int = 1) -> None:
+    def __init__(self, dims: int, channels: int, heads: int = 1, *,
+                 norm_groups: Optional[int] = None, norm_eps: float = 1e-5) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"attention: {channels} channels do not split into {heads} heads")
         self.heads = heads
-        self.norm = group_norm(channels)
+        self.norm = norm_layer(channels, norm_groups, norm_eps)
         self.qkv = conv_nd(dims, channels, 3 * channels, 1)
         self.proj = conv_nd(dims, channels, channels, 1)
 
@@ -87,22 +107,32 @@ class AttentionBlock(nn.Module):
         return x + self.proj(h)
 
 
+# Where Downsample pads its input: ``factor - 1`` on both sides, or TensorFlow's "SAME" for a stride
+# (as DDPM's TF code, hence the checkpoints converted from it: one at the end for factor 2).
+DOWNSAMPLE_PADDINGS: tuple[str, ...] = ("symmetric", "same")
+
+
 class Downsample(nn.Module):
     """Strided convolution dividing every spatial size by ``factor`` (DDPM's ``resamp_with_conv`` at 2).
 
     The kernel is ``2·factor - 1`` wide, so each output sees its whole stride and its neighbours'
-    halves; at ``factor=2`` this is DDPM's 3-wide kernel.
+    halves; at ``factor=2`` this is DDPM's 3-wide kernel. ``padding`` is one of :data:`DOWNSAMPLE_PADDINGS`.
     """
 
-    def __init__(self, dims: int, channels: int, factor: int = 2) -> None:
+    def __init__(self, dims: int, channels: int, factor: int = 2, padding: str = "symmetric") -> None:
         super().__init__()
         if factor < 2:
             raise ValueError(f"downsampling factor must be >= 2, got {factor}")
+        if padding not in DOWNSAMPLE_PADDINGS:
+            raise ValueError(f"unknown downsample padding {padding!r}; choose one of {list(DOWNSAMPLE_PADDINGS)}")
         self.factor = factor
-        self.conv = conv_nd(dims, channels, channels, 2 * factor - 1, stride=factor, padding=factor - 1)
+        # "same": factor - 1 in all, the smaller half first; F.pad lists the last dimension first.
+        self.pad = ((factor - 1) // 2, factor // 2) * dims if padding == "same" else None
+        self.conv = conv_nd(dims, channels, channels, 2 * factor - 1, stride=factor,
+                            padding=0 if self.pad else factor - 1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(F.pad(x, self.pad) if self.pad else x)
 
 
 class Upsample(nn.Module):

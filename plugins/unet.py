@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from diffkit import hookimpl
-from diffkit.layers import AttentionBlock, Downsample, ResBlock, Upsample, conv_nd, group_norm, timestep_embedding
+from diffkit.layers import (
+    DOWNSAMPLE_PADDINGS,
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    Upsample,
+    conv_nd,
+    norm_layer,
+    timestep_embedding,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. 2020, appendix B: 35.7M parameters at 32×32; attention at the 16×16 level.
@@ -30,6 +39,15 @@ class UNet(nn.Module):
     spatial size must be a multiple of the factors' product, :attr:`size_multiple`.
     ``cond_dim`` adds a projection of ``cond`` to the timestep embedding. ``gradient_checkpointing``
     recomputes each block's activations in the backward pass instead of keeping them.
+
+    The remaining options exist to hold models made elsewhere (diffusers' ``UNet2DModel``, see
+    :mod:`diffkit.pretrained`); their defaults are diffkit's own conventions. ``attention_head_dim``
+    gives each attention block ``width // attention_head_dim`` heads instead of ``attention_heads``;
+    ``mid_attention`` keeps or drops the attention between the middle residual blocks;
+    ``norm_groups`` fixes the GroupNorm group count at every width (default: :func:`group_norm`'s rule)
+    and ``norm_eps`` its epsilon; ``flip_sin_to_cos`` and ``freq_shift`` choose the timestep
+    embedding's convention (:func:`timestep_embedding`); ``downsample_padding`` where the strided
+    convolutions pad (:data:`~diffkit.layers.DOWNSAMPLE_PADDINGS`).
     """
 
     def __init__(
@@ -45,8 +63,18 @@ class UNet(nn.Module):
         cond_dim: Optional[int] = None,
         gradient_checkpointing: bool = False,
         downsample_factors: Union[int, Sequence[int]] = 2,
+        attention_head_dim: Optional[int] = None,
+        mid_attention: bool = True,
+        norm_groups: Optional[int] = None,
+        norm_eps: float = 1e-5,
+        flip_sin_to_cos: bool = True,
+        freq_shift: float = 0.0,
+        downsample_padding: str = "symmetric",
     ) -> None:
+        # Every constructor argument, kept as given so the model can be described again (export).
+        options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
+        self.options = options
         name = f"unet{dims}d"
         channels = list(channels)
         if not channels or any(int(c) < 1 for c in channels):
@@ -59,6 +87,17 @@ class UNet(nn.Module):
             raise ValueError(f"{name}: 'num_res_blocks' must be >= 1, got {num_res_blocks}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: 'dropout' must lie in [0, 1), got {dropout}")
+        if attention_head_dim is not None:
+            bad = [c for c in [channels[i] for i in attention_levels] + ([channels[-1]] if mid_attention else [])
+                   if c % attention_head_dim]
+            if attention_head_dim < 1 or bad:
+                raise ValueError(f"{name}: 'attention_head_dim' {attention_head_dim} does not divide the attention "
+                                 f"width(s) {bad}")
+        if downsample_padding not in DOWNSAMPLE_PADDINGS:
+            raise ValueError(f"{name}: unknown 'downsample_padding' {downsample_padding!r}; choose one of "
+                             f"{list(DOWNSAMPLE_PADDINGS)}")
+        if norm_groups is not None and (norm_groups < 1 or any(c % norm_groups for c in channels)):
+            raise ValueError(f"{name}: 'norm_groups' {norm_groups} must divide every width in 'channels' {channels}")
         self.name = name
         self.dims = dims
         self.in_channels = in_channels
@@ -68,6 +107,12 @@ class UNet(nn.Module):
         self.num_levels = len(channels)
         self.downsample_factors = factors
         self.size_multiple = math.prod(factors)
+        self.flip_sin_to_cos = flip_sin_to_cos
+        self.freq_shift = freq_shift
+        norm = dict(norm_groups=norm_groups, norm_eps=norm_eps)
+
+        def heads(width: int) -> int:
+            return width // attention_head_dim if attention_head_dim else attention_heads
 
         ch0 = channels[0]
         emb_dim = 4 * ch0
@@ -81,36 +126,37 @@ class UNet(nn.Module):
         ch = ch0
         for level, width in enumerate(channels):
             for _ in range(num_res_blocks):
-                self.down.append(self._block(dims, ch, width, emb_dim, dropout, level in attn, attention_heads))
+                self.down.append(self._block(dims, ch, width, emb_dim, dropout, level in attn, heads(width), norm))
                 ch = width
                 skips.append(ch)
             if level != len(channels) - 1:
-                self.down.append(Downsample(dims, ch, factors[level]))
+                self.down.append(Downsample(dims, ch, factors[level], downsample_padding))
                 skips.append(ch)
 
         self.mid = nn.ModuleList([
-            ResBlock(dims, ch, ch, emb_dim, dropout),
-            AttentionBlock(dims, ch, attention_heads),
-            ResBlock(dims, ch, ch, emb_dim, dropout),
+            ResBlock(dims, ch, ch, emb_dim, dropout, **norm),
+            *([AttentionBlock(dims, ch, heads(ch), **norm)] if mid_attention else []),
+            ResBlock(dims, ch, ch, emb_dim, dropout, **norm),
         ])
 
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(channels))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(self._block(dims, ch + skips.pop(), width, emb_dim, dropout, level in attn, attention_heads))
+                self.up.append(self._block(dims, ch + skips.pop(), width, emb_dim, dropout, level in attn, heads(width),
+                                           norm))
                 ch = width
             if level != 0:
                 self.up.append(Upsample(dims, ch, factors[level - 1]))
 
-        self.norm_out = group_norm(ch)
+        self.norm_out = norm_layer(ch, norm_groups, norm_eps)
         self.conv_out = conv_nd(dims, ch, self.out_channels, 3, padding=1)
 
     @staticmethod
-    def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads) -> nn.Module:
-        res = ResBlock(dims, in_ch, out_ch, emb_dim, dropout)
+    def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads, norm) -> nn.Module:
+        res = ResBlock(dims, in_ch, out_ch, emb_dim, dropout, **norm)
         if not with_attention:
             return res
-        return _Sequential(res, AttentionBlock(dims, out_ch, heads))
+        return _Sequential(res, AttentionBlock(dims, out_ch, heads, **norm))
 
     def _run(self, fn, *args: Any) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -129,7 +175,9 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check_input(x)
-        emb = self.time_embed(timestep_embedding(t, self.time_embed[0].in_features).to(x.dtype))
+        emb = timestep_embedding(t, self.time_embed[0].in_features, flip_sin_to_cos=self.flip_sin_to_cos,
+                                 freq_shift=self.freq_shift)
+        emb = self.time_embed(emb.to(x.dtype))
         if self.cond_embed is not None:
             if cond is None:
                 raise ValueError(f"{self.name} was built with cond_dim={self.cond_dim} and needs cond")

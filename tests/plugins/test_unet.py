@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import diffkit
-from diffkit.layers import Downsample, Upsample, group_norm
+from diffkit.layers import Downsample, Upsample, group_norm, timestep_embedding
 from diffkit.testing import check_backbone
 
 TINY = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[1])
@@ -136,3 +136,49 @@ def test_volumes_train_and_sample_with_guidance(balls, trains_and_samples):
     labels = torch.tensor([0, 1, 0, 1])
     trains_and_samples("unet3d", balls((8, 8, 8), labels), labels, channels=[8, 16], num_res_blocks=1,
                        attention_levels=[1], gradient_checkpointing=True)
+
+
+# --- the options that hold models made elsewhere (diffusers' conventions, diffkit.pretrained) -------------
+
+
+def test_conforms_with_diffusers_conventions():
+    model = diffkit.create_backbone("unet2d", channels=[8, 16], num_res_blocks=1, attention_levels=[1],
+                                    attention_head_dim=4, mid_attention=False, norm_groups=2, norm_eps=1e-6,
+                                    flip_sin_to_cos=False, freq_shift=1, downsample_padding="same")
+    assert [m.heads for m in model.modules() if hasattr(m, "qkv")] == [4, 4, 4]  # 16 // 4; none in the middle
+    assert {(m.num_groups, m.eps) for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {(2, 1e-6)}
+    checked = check_backbone("unet2d", input_shape=(1, 8, 8), cond_dim=3, channels=[8, 16], num_res_blocks=1,
+                             attention_levels=[1], attention_head_dim=4, mid_attention=False, norm_groups=2,
+                             flip_sin_to_cos=False, freq_shift=1, downsample_padding="same")
+    assert {"uses t", "uses cond", "gradients"} <= set(checked)
+
+
+def test_timestep_embedding_conventions():
+    t = torch.tensor([0, 7, 999])
+    freqs = 10000.0 ** (-torch.arange(4, dtype=torch.float64) / 3)  # dim 8, freq_shift 1: i / (4 - 1)
+    args = t.double()[:, None] * freqs
+    emb = timestep_embedding(t, 8, flip_sin_to_cos=False, freq_shift=1)
+    torch.testing.assert_close(emb.double(), torch.cat([args.sin(), args.cos()], 1), rtol=0, atol=1e-4)
+    args = t.double()[:, None] * 10000.0 ** (-torch.arange(4, dtype=torch.float64) / 4)  # diffkit's default
+    torch.testing.assert_close(timestep_embedding(t, 8).double(), torch.cat([args.cos(), args.sin()], 1),
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("factor, size, pad", [(2, 8, (0, 1)), (3, 9, (1, 1)), (4, 16, (1, 2))])
+def test_same_padding_pads_like_tensorflow(factor, size, pad):
+    x = torch.randn(1, 2, size)
+    down = Downsample(1, 2, factor, padding="same")
+    assert down.pad == pad and down(x).shape == (1, 2, size // factor)
+    expected = torch.nn.functional.conv1d(torch.nn.functional.pad(x, pad), down.conv.weight, down.conv.bias,
+                                          stride=factor)
+    assert torch.equal(down(x), expected)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(attention_head_dim=12), r"'attention_head_dim' 12 does not divide the attention width\(s\) \[16, 16\]"),
+    (dict(norm_groups=3), r"'norm_groups' 3 must divide every width"),
+    (dict(downsample_padding="valid"), r"unknown 'downsample_padding' 'valid'; choose one of \['symmetric', 'same'\]"),
+])
+def test_bad_convention_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        diffkit.create_backbone("unet2d", channels=[8, 16], attention_levels=[1], **options)
