@@ -124,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     v.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    x = sub.add_parser("export-diffusers", help="write a run's unet2d as a diffusers UNet2DModel folder",
+                       description="Write a trained unet2d run in diffusers' layout (config.json, "
+                                   "diffusion_pytorch_model.safetensors, scheduler_config.json), readable by "
+                                   "diffusers' UNet2DModel.from_pretrained and by diffkit sample.")
+    x.add_argument("run", type=Path, help="a run directory whose backbone is unet2d")
+    x.add_argument("out", type=Path, help="output folder (created; must be empty or new)")
+    x.add_argument("--checkpoint", help="a checkpoint folder, or a step number of the run")
+    x.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+
     e = sub.add_parser("export-demo", help="write a built-in demo set as real files (PNG, WAV or .npy)",
                        description="Write a built-in demo dataset into class sub-folders, to try the folder "
                                    "datasets (image_folder, audio_folder, volume_folder) without data of your own.")
@@ -160,6 +169,19 @@ def cmd_export_demo(args: argparse.Namespace) -> int:
         else:
             save_volume(x, folder / f"{i:05d}.npy")
     print(f"wrote {count} {dataset.modality} files to {args.out}")
+    return 0
+
+
+def cmd_export_diffusers(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .pretrained import export_diffusers
+    from .run import Run
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ConfigError(f"export-diffusers: '{args.out}' is not a new or empty folder; choose another")
+    diffusion = Run.open(args.run).diffusion(ema=False if args.raw else None, checkpoint=args.checkpoint, device="cpu")
+    folder = export_diffusers(diffusion, args.out)
+    print(f"wrote a diffusers UNet2DModel to {folder}")
     return 0
 
 
@@ -223,18 +245,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .data import DataError
+    from .pretrained import PretrainedError
     from .registry import PluginError
     from .run import RunError
     from .trainer import TrainingError, TrainingStopped
 
     commands = {"plugins": lambda: cmd_plugins(), "train": lambda: cmd_train(args), "sample": lambda: cmd_sample(args),
-                "eval": lambda: cmd_eval(args), "export-demo": lambda: cmd_export_demo(args)}
+                "eval": lambda: cmd_eval(args), "export-demo": lambda: cmd_export_demo(args),
+                "export-diffusers": lambda: cmd_export_diffusers(args)}
     try:
         return commands[args.command]()
     except TrainingStopped as exc:
         print(f"diffkit: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    except (ConfigError, TrainingError, CheckpointError, PluginError, RunError) as exc:
+    except (ConfigError, TrainingError, CheckpointError, PluginError, RunError, PretrainedError, DataError) as exc:
         print(f"diffkit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

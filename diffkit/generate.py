@@ -66,8 +66,7 @@ def generate(
     sample, default every class in turn. ``out``: the folder (default ``RUN/samples/<settings>``); files
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
     """
-    config = run.config
-    s = config.sample
+    s = run.sample_defaults()
     num = (len(labels) if labels is not None else s.num) if num is None else num
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ConfigError(f"num: the number of samples must be a positive integer, got {num!r}")
@@ -85,8 +84,9 @@ def generate(
     if labels is None and s.labels and num == s.num:
         labels = s.labels
 
-    d = init_distributed(device_kind(device or config.run.device)) if launched_by_torchrun() else None
-    target = pick_device(device or config.run.device, d) if d is not None else device
+    device = device or run.default_device()
+    d = init_distributed(device_kind(device)) if launched_by_torchrun() else None
+    target = pick_device(device, d) if d is not None else device
     folder = run.checkpoint(checkpoint)
     diffusion = run.diffusion(ema=use_ema, checkpoint=folder, device=target)
     dev = diffusion.alphas_cumprod.device

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, SampleSection, load_config
 from .files import write_text_atomic
 
 if TYPE_CHECKING:
@@ -141,10 +141,16 @@ class Run:
 
     @classmethod
     def open(cls, path: PathLike) -> "Run":
-        """An existing run directory (it may have been moved since it was trained)."""
+        """An existing run directory (it may have been moved since it was trained), or a model folder in
+        diffusers' layout, opened read-only for sampling."""
         run = cls(path)
         if not run.path.is_dir():
             raise RunError(f"run directory '{run.path}' not found")
+        if not run.config_path.is_file():
+            from .pretrained import is_diffusers_folder
+
+            if is_diffusers_folder(run.path):
+                return PretrainedRun(run.path)  # type: ignore[return-value]
         for needed in (run.config_path, run.info_path):
             if not needed.is_file():
                 raise RunError(f"'{run.path}' is not a diffkit run directory: '{needed.name}' is missing")
@@ -160,6 +166,13 @@ class Run:
     @property
     def info(self) -> RunInfo:
         return RunInfo.load(self.info_path)
+
+    def sample_defaults(self) -> "SampleSection":
+        """The [sample] settings a call leaves unset take."""
+        return self.config.sample
+
+    def default_device(self) -> str:
+        return self.config.run.device
 
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl (a damaged line is skipped: it can only be the last, cut by a crash)."""
@@ -297,9 +310,60 @@ def open_run(path: PathLike) -> Run:
 
 
 def load_weights_from(diffusion: "GaussianDiffusion", source: PathLike) -> Path:
-    """Load the weights of another run (its newest checkpoint's EMA weights) or of one checkpoint folder into
-    ``diffusion``, checking that they fit; returns the weights file read. The start of a fine-tune."""
+    """Load the weights of another run (its newest checkpoint's EMA weights), of one checkpoint folder, or of
+    a diffusers ``UNet2DModel`` folder into ``diffusion``, checking that they fit; returns what was read.
+    The start of a fine-tune."""
+    from .pretrained import is_diffusers_folder, load_diffusers_weights
+
+    if is_diffusers_folder(source) and not (Path(source) / CONFIG_FILE).is_file():
+        load_diffusers_weights(diffusion.model, source)  # the backbone's weights; the schedule is the config's
+        return Path(source)
     folder = ckpt.resolve_checkpoint(source)
     path = folder / "ema.safetensors"
     ckpt.load_into(diffusion, path)
     return path
+
+
+class PretrainedRun:
+    """A model folder in diffusers' layout, opened like a run for sampling (:mod:`diffkit.pretrained`).
+
+    It has no data and no checkpoints of its own: samples go to ``samples/<folder name>/`` under the
+    current directory unless an ``out`` folder is given.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.samples_dir = Path(SAMPLES_DIR) / self.path.name
+
+    def __repr__(self) -> str:
+        return f"PretrainedRun('{self.path}')"
+
+    def sample_defaults(self) -> SampleSection:
+        return SampleSection()
+
+    def default_device(self) -> str:
+        return "auto"
+
+    @property
+    def info(self) -> RunInfo:
+        from .pretrained import read_diffusers
+
+        return RunInfo("image", [int(d) for d in read_diffusers(self.path).input_shape])
+
+    def checkpoint(self, which: Optional[PathLike] = None) -> Path:
+        if which is not None:
+            raise RunError(f"'{self.path}' is a diffusers model folder: it has no checkpoints to choose from")
+        return self.path
+
+    def diffusion(self, *, ema: Optional[bool] = None, checkpoint: Optional[PathLike] = None,
+                  device: Union[str, torch.device, None] = None) -> "GaussianDiffusion":
+        from .pretrained import load_diffusers
+
+        if checkpoint is not None and Path(checkpoint) != self.path:
+            self.checkpoint(checkpoint)
+        return load_diffusers(self.path).to(resolve_device(device)).eval()
+
+    def sample(self, num: Optional[int] = None, **options: Any) -> list[Path]:
+        from .generate import generate
+
+        return generate(self, num, **options)  # type: ignore[arg-type]
