@@ -1,7 +1,7 @@
 """Quality through the public Python API with the engine's DEFAULT arguments (issue 11, item 1).
 
-Run: python benchmarks/default_api_quality.py [--steps 800] [--threads 1]
-(about 15 minutes on one core). Writes benchmarks/results/default_api_quality.md.
+Run: python benchmarks/default_api_quality.py [--steps 2000] [--threads 1]
+(about 25 minutes on one quiet core). Writes benchmarks/results/default_api_quality.md.
 
 No config, no trainer: the seed's way. ``diffkit.ConditionalDDPM("unet2d", …)`` on scikit-learn's 8×8
 digits with nothing but the betas chosen (linear and cosine, 1000 steps), a plain AdamW loop for a few
@@ -26,6 +26,7 @@ from diffkit.schedules import make_beta_schedule
 
 SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
 CALLS = 20
+GUIDANCE = (1.0, 2.0)  # the default, and classifier-free guidance as a user of a conditional model would add
 PER_CLASS = 50  # 500 samples per sampler
 
 
@@ -53,7 +54,7 @@ def train(schedule: str, steps: int, seed: int = 0) -> diffkit.ConditionalDDPM:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800, help="training steps per schedule (default 800)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per schedule (default 2000)")
     add_threads_option(parser, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
@@ -67,16 +68,18 @@ def main() -> None:
         t0 = time.perf_counter()
         model = train(schedule, args.steps)
         train_time = time.perf_counter() - t0
-        for sampler in SAMPLERS:
-            t1 = time.perf_counter()
-            samples = model.sample(len(labels), sampler=sampler, steps=CALLS, y=labels,
-                                   generator=torch.Generator().manual_seed(1))
-            accuracy = float((predict(judge, samples) == labels).float().mean())
-            outside = float((samples.abs() > 1).float().mean())
-            rows.append([schedule, sampler, CALLS, f"{accuracy:.1%}", f"{outside:.2%}",
-                         f"{float(samples.abs().max()):.2f}", f"{train_time:.0f} s",
-                         f"{time.perf_counter() - t1:.0f} s"])
-            print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
+        for guidance in GUIDANCE:
+            for sampler in SAMPLERS:
+                t1 = time.perf_counter()
+                extra = {} if guidance == 1.0 else {"guidance_scale": guidance}
+                samples = model.sample(len(labels), sampler=sampler, steps=CALLS, y=labels,
+                                       generator=torch.Generator().manual_seed(1), **extra)
+                accuracy = float((predict(judge, samples) == labels).float().mean())
+                outside = float((samples.abs() > 1).float().mean())
+                rows.append([schedule, sampler, CALLS, "default (1)" if guidance == 1.0 else guidance,
+                             f"{accuracy:.1%}", f"{outside:.2%}", f"{float(samples.abs().max()):.2f}",
+                             f"{train_time:.0f} s", f"{time.perf_counter() - t1:.0f} s"])
+                print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     lines = [
         "# Digits through the public Python API, default arguments",
         "",
@@ -85,10 +88,10 @@ def main() -> None:
         f"`diffkit.ConditionalDDPM(\"unet2d\", (1, 8, 8), betas, num_classes=10, dim=64)` (widths 32/64/64), "
         f"AdamW 1e-3, batch 64, {args.steps} steps, `diffkit.EMA(decay=0.999, start_step=100)`; "
         f"`sample({len(labels)}, sampler=S, steps={CALLS}, y=labels)` with every other argument at its "
-        "default (threshold, guidance 1, spacing). Judge: the CNN of `digits_quality.py`, "
+        "default (threshold, spacing; guidance 1, and 2 as a second setting). Judge: the CNN of `digits_quality.py`, "
         f"{real_accuracy:.1%} on real test digits. Target: ≥ 95% recognised on both schedules and every sampler.",
         "",
-        *table(["schedule", "sampler", "calls", "recognised", "pixels outside [-1, 1]", "max |x|", "training",
+        *table(["schedule", "sampler", "calls", "guidance", "recognised", "pixels outside [-1, 1]", "max |x|", "training",
                 "sampling"], rows),
     ]
     write_results("default_api_quality.md", lines)

@@ -26,7 +26,8 @@ class ImageFolder(FolderDataset):
     """Every ``.png`` / ``.jpg`` / ``.jpeg`` under ``root``, as ``(channels, H, W)`` tensors in [-1, 1].
 
     ``channels`` is 1 (grey) or 3 (RGB). A file with another channel count is bad input, unless
-    ``convert=True`` converts it with Pillow (alpha dropped, colour mixed to grey). ``resize`` says how
+    ``convert=True`` converts it at the file's own bit depth (alpha dropped, grey repeated into RGB,
+    colour mixed to grey with BT.601 luma). ``resize`` says how
     a file of another size becomes ``size``: ``"crop"`` scales the shorter side to fit and cuts the
     centre (keeps the aspect ratio), ``"stretch"`` scales each side on its own, ``"none"`` rejects it.
     ``flip`` mirrors left-right with probability 1/2 at each access. With ``labels`` the class is the
@@ -63,26 +64,12 @@ class ImageFolder(FolderDataset):
     def load(self, path: Path) -> torch.Tensor:
         with Image.open(path) as img:
             img.load()  # decode fully now: a truncated file fails here, not at training time
-            if img.mode == "P":  # a palette is an encoding of colour, not a channel count
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            bands = len(img.getbands())
-            if bands != self.channels:
-                if not self.convert:
-                    raise DataError(
-                        path, f"has {bands} channel(s) (mode {img.mode}); expected {self.channels} (or pass convert=True)"
-                    )
-                img = img.convert("L" if self.channels == 1 else "RGB")
-            elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("L" if self.channels == 1 else "RGB")
-            pixels = np.asarray(img)
-        if pixels.dtype == np.uint8:
-            scale = 255.0
-        elif pixels.dtype.kind in "ui" and img.mode.startswith("I;16"):
-            scale = 65535.0
-        else:
-            raise DataError(path, f"pixel mode {img.mode} is not supported; expected 8-bit or 16-bit integer pixels")
-        x = torch.from_numpy(pixels.astype(np.float32) / scale)
-        x = x.reshape(*x.shape[:2], -1).permute(2, 0, 1)  # (C, H, W)
+            x, grey, bands = _pixels(path, img)
+        if bands != self.channels:
+            if not self.convert:
+                raise DataError(path, f"has {bands} channel(s) (mode {img.mode}); expected {self.channels} "
+                                      "(or pass convert=True)")
+            x = _convert(x, grey, self.channels)
         x = self._fit(path, x)
         return (x * 2 - 1).clamp_(-1, 1).contiguous()
 
@@ -106,3 +93,48 @@ class ImageFolder(FolderDataset):
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return random_flip(x, (-1,)) if self.flip else x
+
+
+# ITU-R BT.601 luma, the weights Pillow's own RGB → L conversion uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _pixels(path: Path, img: Image.Image) -> tuple[torch.Tensor, bool, int]:
+    """(C, H, W) float32 in [0, 1] at the file's own bit depth with alpha dropped, whether it is grey, and
+    the file's band count (alpha included).
+
+    Every conversion between grey and colour happens afterwards, in floating point: Pillow's own
+    ``convert`` clips 16-bit grey to 8 bits (a 16-bit ramp converted to RGB becomes almost white).
+    """
+    if img.mode == "P":  # a palette is an encoding of colour, not a channel count
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
+        img = img.convert("RGBA" if img.mode in ("RGBa", "PA") else "LA" if img.mode == "La" else "RGB")
+    mode = img.mode
+    if mode == "1":
+        pixels, scale = np.asarray(img, dtype=np.float32), 1.0
+    elif mode.startswith("I;16") or mode == "I":
+        # A PNG holds at most 16 bits per sample; Pillow reads 16-bit grey as I;16 or I.
+        pixels, scale = np.asarray(img).astype(np.float32), 65535.0
+        if mode == "I" and pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise DataError(path, f"32-bit pixel values {int(pixels.min())}…{int(pixels.max())} do not fit 16 bits; "
+                                  "expected 8- or 16-bit integer pixels")
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        pixels, scale = np.asarray(img, dtype=np.float32), 255.0
+    else:
+        raise DataError(path, f"pixel mode {mode} is not supported; expected 8-bit or 16-bit integer pixels")
+    x = torch.from_numpy(pixels / scale)
+    x = x.reshape(*x.shape[:2], -1).permute(2, 0, 1)  # (C, H, W)
+    grey = mode in ("1", "L", "LA", "I") or mode.startswith("I;16")
+    colours = 1 if grey else 3
+    return x[:colours].contiguous(), grey, x.shape[0]  # alpha dropped, as Pillow's RGBA → RGB does
+
+
+def _convert(x: torch.Tensor, grey: bool, channels: int) -> torch.Tensor:
+    """Grey → RGB by repetition, RGB → grey by BT.601 luma, in floating point (alpha is already gone)."""
+    if grey == (channels == 1):
+        return x
+    if grey:
+        return x.expand(3, *x.shape[1:]).contiguous()
+    weights = torch.tensor(_LUMA, dtype=x.dtype).view(3, 1, 1)
+    return (x * weights).sum(0, keepdim=True)

@@ -102,16 +102,23 @@ class VolumeFolder(FolderDataset):
             if lo < -1 or hi > 1:
                 raise DataError(path, f"values span [{lo:g}, {hi:g}]; expected [-1, 1] with normalize='none'")
             return x
+        # In float64: the span of values near ±3.4e38 overflows float32 (inf, then NaN after dividing).
+        wide = x.double()
+        flat = wide.flatten(1)
         if self.normalize == "minmax":
             lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
         else:
             # numpy rather than torch.quantile, which refuses inputs of more than 2**24 elements.
-            lo, hi = torch.from_numpy(np.percentile(flat.numpy(), PERCENTILES, axis=1).astype(np.float32))
+            lo, hi = torch.from_numpy(np.percentile(flat.numpy(), PERCENTILES, axis=1))
         lo, hi = lo.view(-1, 1, 1, 1), hi.view(-1, 1, 1, 1)
         span = hi - lo
         # A constant channel has no range to stretch; it maps to -1 (background) rather than to NaN.
-        scaled = torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(x))
-        return (scaled * 2 - 1).clamp_(-1, 1)
+        scaled = torch.where(span > 0, (wide - lo) / span.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(wide))
+        out = (scaled * 2 - 1).clamp_(-1, 1).float()
+        if not bool(torch.isfinite(out).all()):
+            raise DataError(path, f"normalising its values ({float(flat.min()):g}…{float(flat.max()):g}) gives "
+                                  "non-finite numbers; expected finite values of a usable range")
+        return out
 
     def _crop_or_pad(self, x: torch.Tensor, random: bool) -> torch.Tensor:
         for axis, want in enumerate(self.shape, start=1):

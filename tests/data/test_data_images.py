@@ -169,3 +169,57 @@ def test_writing_into_an_example_leaves_the_dataset_unchanged(tmp_path):
     ds = ImageFolder(tmp_path, size=4, channels=1)
     ds[0][0].fill_(0.5)
     assert torch.equal(ds[0][0], -torch.ones(1, 4, 4))
+
+
+# Every PNG mode, against a reference conversion computed here from the same ramp in floating point.
+RAMP = np.linspace(0.0, 1.0, 16 * 16).reshape(16, 16)  # black to white
+
+
+def _png(path, mode):
+    """A black-to-white ramp saved in ``mode``; returns the file's (H, W, 3) colour and (H, W) grey, in [0, 1]."""
+    rgb = np.stack([RAMP, RAMP[::-1], RAMP.T], axis=-1)  # distinct channels, so luma is tested too
+    if mode == "1":
+        bits = RAMP >= 0.5
+        Image.fromarray(bits).save(path)
+        grey = bits.astype(np.float64)
+        return np.repeat(grey[..., None], 3, -1), grey
+    if mode in ("L", "LA"):
+        v = np.round(RAMP * 255).astype(np.uint8)
+        pixels = v if mode == "L" else np.stack([v, np.full_like(v, 200)], -1)
+        Image.fromarray(pixels).save(path)
+        grey = v / 255.0
+        return np.repeat(grey[..., None], 3, -1), grey
+    if mode in ("I;16", "I"):  # a 16-bit PNG: Pillow reads it as I;16 (older versions: I)
+        v = np.round(RAMP * 65535).astype(np.uint16)
+        Image.fromarray(v).save(path)
+        grey = v / 65535.0
+        return np.repeat(grey[..., None], 3, -1), grey
+    v = np.round(rgb * 255).astype(np.uint8)
+    if mode == "P":
+        Image.fromarray(v).quantize(colors=256, dither=Image.Dither.NONE).save(path)
+        v = np.asarray(Image.open(path).convert("RGB"))  # the palette's colours are what the file holds
+    elif mode == "RGBA":
+        Image.fromarray(np.concatenate([v, np.full((16, 16, 1), 77, np.uint8)], -1)).save(path)
+    else:
+        Image.fromarray(v).save(path)
+    colour = v / 255.0
+    return colour, colour @ np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_png_mode_and_depth_converts_like_the_reference(tmp_path, monkeypatch, mode, channels):
+    colour, grey = _png(tmp_path / "ramp.png", mode)
+    expected = grey[None] if channels == 1 else colour.transpose(2, 0, 1)
+    dataset = ImageFolder(tmp_path, size=16, channels=channels, convert=True)
+    with Image.open(tmp_path / "ramp.png") as img:
+        assert img.mode == {"I": "I;16"}.get(mode, mode)
+        if mode == "I":  # the mode older Pillows read 16-bit PNGs in
+            monkeypatch.setattr(Image.Image, "load", lambda self: None)
+            img = img.convert("I")
+            monkeypatch.setattr(Image, "open", lambda path, *a: img)
+    x, _ = dataset[0] if mode != "I" else (dataset.load(tmp_path / "ramp.png"), 0)
+    assert x.shape == (channels, 16, 16)
+    np.testing.assert_allclose(x.numpy(), expected * 2 - 1, atol=2e-6)
+    if mode in ("I;16", "I", "L", "1"):  # a black-to-white ramp has mean 0 at any depth and channel count
+        assert abs(float(x.mean())) < 0.01

@@ -67,7 +67,7 @@ def test_random_crop_and_flips_use_torch_rng(tmp_path):
     array = np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
     write(tmp_path / "v.npy", array)
     ds = VolumeFolder(tmp_path, shape=(4, 4, 4), crop="random", flip_axes=(2,))
-    normalised = torch.from_numpy(array / array.max() * 2 - 1)
+    normalised = torch.from_numpy((array.astype(np.float64) / array.max() * 2 - 1).astype(np.float32))
 
     def draws():
         out = []
@@ -146,3 +146,15 @@ def test_options_are_checked():
         VolumeFolder(".", shape=(4, 4))
     with pytest.raises(ValueError, match="normalize"):
         VolumeFolder(".", normalize="zscore")
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "percentile"])
+def test_values_near_the_float32_limit_scale_to_finite_numbers(tmp_path, normalize):
+    """±3e38 is finite, but its span overflows float32: scaling must not turn it into NaN."""
+    volume = np.zeros((4, 4, 4), np.float32)
+    volume[0] = -3e38
+    volume[-1] = 3e38
+    np.save(tmp_path / "huge.npy", volume)
+    x, _ = VolumeFolder(tmp_path, shape=(4, 4, 4), normalize=normalize)[0]
+    assert torch.isfinite(x).all()
+    assert float(x[0, 0].mean()) == -1.0 and float(x[0, -1].mean()) == 1.0 and float(x[0, 1].mean()) == 0.0
