@@ -417,11 +417,17 @@ class Trainer:
             return None, grad_norm, position
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(step)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        try:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        except RuntimeError as exc:  # e.g. AdamW's step size overflowing float32 with an enormous lr
+            last = self.run_dir.latest_checkpoint()
+            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+            raise TrainingError(f"the optimizer step failed at step {step + 1} ({_one_line(exc)}; "
+                                f"train.lr={t.lr:g} is too large?); {safe}") from None
         if not all(bool(torch.isfinite(p).all()) for p in self.diffusion.parameters()):
             # The step itself overflowed (an enormous learning rate): nothing after it can be trusted.
             last = self.run_dir.latest_checkpoint()

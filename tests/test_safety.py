@@ -318,3 +318,65 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tiny):
     finally:
         holder.release()
     Trainer(validate(raw), progress=False).run()  # free again once the first run ends
+
+
+# --- weights that are silently wrong ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("int32", r"tensor\(s\) of the wrong dtype, first '.*' is int32, the model's is float32"),
+    ("bfloat16", r"tensor\(s\) of the wrong dtype, first '.*' is bfloat16, the model's is float32"),
+    ("nan", r"tensor '.*' holds NaN or Inf; these weights cannot be used"),
+])
+def test_weights_of_another_dtype_or_holding_nan_are_refused_naming_file_and_tensor(tmp_path, tiny, bad, message):
+    from diffkit.cli import main
+
+    run = Trainer(validate(tiny(train={"steps": 1})), progress=False).run()
+    folder = ckpt.latest_checkpoint(run / "checkpoints")
+    weights = ckpt.load_weights(folder / "ema.safetensors")
+    name = sorted(weights)[0]
+    if bad == "nan":
+        weights[name] = weights[name].clone().fill_(float("nan"))
+        from safetensors.torch import save_file  # save_weights itself refuses NaN: write it around it
+
+        save_file(weights, str(folder / "ema.safetensors"))
+    else:
+        ckpt.save_weights({k: v.to(getattr(torch, bad)) for k, v in weights.items()}, folder / "ema.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=f"ema.safetensors'.*{message}"):
+        diffkit.open_run(run).diffusion()
+    assert main(["sample", str(run), "--num", "1", "--no-progress"]) == 2  # `diffkit sample` says so, writes nothing
+    assert not list((run / "samples").glob("step_*/000000.png"))
+
+
+# --- a crash in the middle of pruning ------------------------------------------------------------
+
+
+def test_an_incomplete_checkpoint_under_a_final_name_is_never_loaded_and_resume_tidies_it(tmp_path, tiny):
+    from diffkit.cli import main
+
+    raw = tiny(train={"steps": 2, "checkpoint_every": 1, "keep_checkpoints": 2})
+    run = Trainer(validate(raw), progress=False).run()
+    newest = run / "checkpoints" / "step_00000002"
+    (newest / "model.safetensors").unlink()  # what an older, non-atomic prune left when killed
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000001"]
+    with pytest.raises(ckpt.CheckpointError, match="step_00000002' is incomplete \\(missing model.safetensors\\)"):
+        ckpt.resolve_checkpoint(newest)
+    assert main(["sample", str(run), "--checkpoint", str(newest), "--num", "1", "--no-progress"]) == 2
+    raw["train"]["steps"] = 3
+    Trainer(validate(raw), resume=True, progress=False).run()  # resumes from step 1, sets the partial one aside
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == [".incomplete-step_00000002", "step_00000002", "step_00000003"]
+    assert ckpt.load_state(run / "checkpoints" / "step_00000002" / "state.pt")["step"] == 2
+
+
+def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(tmp_path, tiny):
+    raw = tiny(train={"steps": 4, "checkpoint_every": 2, "log_every": 1})
+    run = Trainer(validate(raw), progress=False).run()
+    # A crash after step 3 was logged but before step 4's checkpoint: the run resumes from step 2.
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 0.5')  # and a line cut by the crash
+    raw["train"]["steps"] = 5
+    Trainer(validate(raw), resume=True, progress=False).run()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
