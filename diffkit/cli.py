@@ -20,6 +20,8 @@ EXAMPLES = """examples:
 """
 # Set to 1 to see the Python traceback of an unexpected error.
 DEBUG_ENV = "DIFFKIT_DEBUG"
+# The largest count (samples, examples, steps, …) an argument takes: beyond it, a typo, not a plan.
+MAX_COUNT = 10**9
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,8 +37,8 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT:,}, got {value}")
     return value
 
 

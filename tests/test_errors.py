@@ -51,9 +51,9 @@ def write_config(tmp_path, raw, name="c.toml"):
 # --- the command line's own arguments ------------------------------------------------------------
 
 SAMPLE_CASES = [
-    (["--num", "-3"], "argument --num: expected a positive integer, got -3"),
-    (["--num", "0"], "argument --num: expected a positive integer, got 0"),
-    (["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+    (["--num", "-3"], "argument --num: expected a positive integer up to 1,000,000,000, got -3"),
+    (["--num", "0"], "argument --num: expected a positive integer up to 1,000,000,000, got 0"),
+    (["--steps", "0"], "argument --steps: expected a positive integer up to 1,000,000,000, got 0"),
     (["--labels", "a,b"], "argument --labels: expected comma-separated class indices"),
     (["--labels", "1,,2"], "argument --labels: expected comma-separated class indices"),
     (["--labels", "1,2"], "sample.labels: this model has no conditioner"),
@@ -91,9 +91,9 @@ def test_sample_without_a_gpu_asking_for_cuda(trained, capsys):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--examples", "0"], "argument --examples: expected a positive integer, got 0"),
-    (["--examples", "-1"], "argument --examples: expected a positive integer, got -1"),
-    (["--samples", "0"], "argument --samples: expected a positive integer, got 0"),
+    (["--examples", "0"], "argument --examples: expected a positive integer up to 1,000,000,000, got 0"),
+    (["--examples", "-1"], "argument --examples: expected a positive integer up to 1,000,000,000, got -1"),
+    (["--samples", "0"], "argument --samples: expected a positive integer up to 1,000,000,000, got 0"),
     (["--timesteps", "-3"], "expected 0 (all T) or a positive number of terms, got -3"),
     (["--timesteps", "100000"], "timesteps: the bound has 50 terms (the schedule's T); got 100000"),
 ])
@@ -103,7 +103,7 @@ def test_eval_argument_mistakes(trained, capsys, extra, expected):
 
 def test_export_demo_argument_mistakes(tmp_path, capsys):
     one_line_error(capsys, ["export-demo", "shapes", str(tmp_path / "d"), "--num", "-5"],
-                   "argument --num: expected a positive integer, got -5")
+                   "argument --num: expected a positive integer up to 1,000,000,000, got -5")
     one_line_error(capsys, ["export-demo", "planets", str(tmp_path / "d")], "unknown demo set 'planets'")
 
 
