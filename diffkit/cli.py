@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "torchrun the work is split over the processes, with identical results.")
     s.add_argument("run", type=Path, help="a run directory (uses its newest checkpoint)")
     s.add_argument("--checkpoint", help="a checkpoint folder, or a step number of the run")
-    s.add_argument("--num", type=_positive_int, help="number of samples")
+    # -n as well: under torchrun, "--num" is ambiguous with torchrun's own --numa-binding.
+    s.add_argument("-n", "--num", type=_positive_int, help="number of samples")
     s.add_argument("--sampler", help="ddpm, ddim or dpm-solver++")
     s.add_argument("--steps", type=_positive_int, help="network calls per sample")
     s.add_argument("--eta", type=_finite, help="DDIM stochasticity (0: deterministic)")
