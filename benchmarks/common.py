@@ -135,34 +135,35 @@ def elapsed(start: float) -> str:
 def load_or_train(run: Path, raw_config: dict, label: str, retrain: bool = False):
     """(EMA diffusion in eval mode, facts) of a cached benchmark run; trains it first when missing or ``retrain``.
 
-    ``raw_config`` is a config mapping as ``diffkit.config.validate`` takes it; the run lives in ``run``.
+    ``raw_config`` is a config mapping as ``diffkit.train`` takes it; the run lives in ``run``.
     """
     import json
     import shutil
 
-    from diffkit import checkpoint as ckpt
-    from diffkit.build import RunInfo, build_diffusion
-    from diffkit.config import load_config, validate
-    from diffkit.trainer import Trainer
+    import diffkit
 
     facts_path = run / "bench.json"
-    if retrain or ckpt.latest_checkpoint(run / "checkpoints") is None or not facts_path.is_file():
+    opened = None
+    if not retrain and facts_path.is_file():
+        try:
+            opened = diffkit.open_run(run)
+            opened.checkpoint()
+        except (diffkit.RunError, diffkit.checkpoint.CheckpointError):
+            opened = None
+    if opened is None:
         if run.exists():
             shutil.rmtree(run)
-        config = validate(raw_config, label)
-        steps = config.train.steps
+        steps = raw_config["train"]["steps"]
         print(f"training {label} for {steps} steps into {run.relative_to(ROOT)} …", flush=True)
         start = time.perf_counter()
-        Trainer(config, progress=True).run()
+        opened = diffkit.train(raw_config, overrides={"run.dir": str(run)}, progress=True)
         facts = {"train_steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
                  "train_machine": machine()}
         facts_path.write_text(json.dumps(facts, indent=2) + "\n")
     facts = json.loads(facts_path.read_text())
-    diffusion = build_diffusion(load_config(run / "config.toml"), RunInfo.load(run / "run.json"))
-    folder = ckpt.resolve_checkpoint(run)
-    ckpt.load_into(diffusion, folder / "ema.safetensors")
+    diffusion = opened.diffusion(ema=True, device="cpu")
     facts["parameters"] = sum(p.numel() for p in diffusion.parameters())
-    facts["checkpoint"] = str(folder.relative_to(ROOT))
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    facts["checkpoint"] = str(opened.checkpoint().relative_to(ROOT))
+    losses = [row["loss"] for row in opened.metrics() if "loss" in row]
     facts["final_loss"] = round(float(np.mean(losses[-5:])), 4)
-    return diffusion.eval(), facts
+    return diffusion, facts
