@@ -294,8 +294,9 @@ def test_every_kind_of_write_failure_is_one_line(tmp_path, tiny, capsys, monkeyp
     assert [p.name for p in ckpt.list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")] == ["step_00000001"]
 
 
-def test_sigterm_saves_a_checkpoint_says_so_and_exits(tmp_path, tiny):
-    """What a cluster scheduler sends before it kills: the work since the last interval is kept."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_say_so_and_exit(tmp_path, tiny, signum):
+    """What a cluster scheduler sends before it kills, and Ctrl-C: the work since the last interval is kept."""
     raw = tiny(train={"steps": 100000, "checkpoint_every": 0, "log_every": 1})
     config = write_config(tmp_path, raw)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -305,9 +306,10 @@ def test_sigterm_saves_a_checkpoint_says_so_and_exits(tmp_path, tiny):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert err.strip().count("\n") == 0 and "stopped by SIGTERM after step" in err and "--resume" in err
+    assert proc.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert err.strip().count("\n") == 0 and f"stopped by {name} after step" in err and "--resume" in err
     saved = ckpt.list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")
     assert len(saved) == 1 and ckpt.load_state(saved[0] / "state.pt")["step"] >= 3
