@@ -25,8 +25,9 @@ from .files import fsync as _fsync
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 PathLike = Union[str, os.PathLike]
-# What a complete checkpoint folder holds.
-CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
+# What a complete checkpoint folder holds: the raw weights, the EMA weights, the rest of the training state.
+MODEL_FILE, EMA_FILE, STATE_FILE = "model.safetensors", "ema.safetensors", "state.pt"
+CHECKPOINT_FILES = (MODEL_FILE, EMA_FILE, STATE_FILE)
 # Prefixes of the folders a save or a prune passes through; recover() tidies them after a crash.
 _TMP, _OLD, _TRASH, _INCOMPLETE = TMP_PREFIX, ".old-", ".trash-", ".incomplete-"
 
@@ -130,7 +131,7 @@ def save_checkpoint(
     try:
         for name, tensors in weights.items():
             save_weights(tensors, tmp / f"{name}.safetensors")
-        torch.save(state, tmp / "state.pt")
+        torch.save(state, tmp / STATE_FILE)
         for file in tmp.iterdir():
             _fsync(file)
         if final.exists():  # saving the same step again: swap, then drop the old one

@@ -219,7 +219,7 @@ class Run:
         folder = self.checkpoint(checkpoint)
         diffusion = build_diffusion(config, self.info.example_shape)
         use_ema = config.sample.use_ema if ema is None else ema
-        ckpt.load_into(diffusion, folder / ("ema.safetensors" if use_ema else "model.safetensors"))
+        ckpt.load_into(diffusion, folder / (ckpt.EMA_FILE if use_ema else ckpt.MODEL_FILE))
         return diffusion.to(resolve_device(device)).eval()
 
     def sample(self, num: Optional[int] = None, **options: Any) -> list[Path]:
@@ -319,7 +319,7 @@ def load_weights_from(diffusion: "GaussianDiffusion", source: PathLike) -> Path:
         load_diffusers_weights(diffusion.model, source)  # the backbone's weights; the schedule is the config's
         return Path(source)
     folder = ckpt.resolve_checkpoint(source)
-    path = folder / "ema.safetensors"
+    path = folder / ckpt.EMA_FILE
     ckpt.load_into(diffusion, path)
     return path
 

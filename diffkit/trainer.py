@@ -232,7 +232,7 @@ class Trainer:
         }
 
     def _save(self, step: int, position: Position, rngs: list[dict[str, Any]]) -> Path:
-        weights = {"model": self.diffusion.state_dict(), "ema": self.ema.model.state_dict()}
+        weights = {"model": self.diffusion.state_dict(), "ema": self.ema.model.state_dict()}  # model.safetensors, ema.safetensors
         self._check_space_for_save(step)
         try:
             folder = ckpt.save_checkpoint(self.ckpt_root, step, weights, self._state(step, position, rngs),
@@ -265,9 +265,9 @@ class Trainer:
                                 "(the previous checkpoints are intact)")
 
     def _load(self, folder: Path) -> tuple[int, Position]:
-        ckpt.load_into(self.diffusion, folder / "model.safetensors")
-        ckpt.load_into(self.ema.model, folder / "ema.safetensors")
-        path = folder / "state.pt"
+        ckpt.load_into(self.diffusion, folder / ckpt.MODEL_FILE)
+        ckpt.load_into(self.ema.model, folder / ckpt.EMA_FILE)
+        path = folder / ckpt.STATE_FILE
         state = _check_state(ckpt.load_state(path), path)
         _load_optimizer(self.optimizer, state["optimizer"], path)
         if self.scaler is not None and state.get("scaler"):

@@ -28,7 +28,7 @@ samplers = st.sampled_from(["ddpm", "ddim", "dpm-solver++", "euler", ""])
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Two tiny trained runs (unconditional and conditional, T = 30) and a config file."""
-    from conftest import tiny_config
+    from tiny_runs import tiny_config
 
     root = tmp_path_factory.mktemp("fuzz")
     plain = tiny_config(root / "plain", train={"steps": 1}, diffusion={"timesteps": 30})

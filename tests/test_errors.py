@@ -34,7 +34,7 @@ def one_line_error(capsys, argv, expected, code=2):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny trained run (unconditional, T = 50) shared by the sample and eval cases."""
-    from conftest import tiny_config
+    from tiny_runs import tiny_config
 
     root = tmp_path_factory.mktemp("trained")
     raw = tiny_config(root, train={"steps": 2})
@@ -51,8 +51,8 @@ def write_config(tmp_path, raw, name="c.toml"):
 # --- the command line's own arguments ------------------------------------------------------------
 
 SAMPLE_CASES = [
-    (["--num", "-3"], "argument --num: expected a positive integer up to 1,000,000,000, got -3"),
-    (["--num", "0"], "argument --num: expected a positive integer up to 1,000,000,000, got 0"),
+    (["--num", "-3"], "argument -n/--num: expected a positive integer up to 1,000,000,000, got -3"),
+    (["--num", "0"], "argument -n/--num: expected a positive integer up to 1,000,000,000, got 0"),
     (["--steps", "0"], "argument --steps: expected a positive integer up to 1,000,000,000, got 0"),
     (["--labels", "a,b"], "argument --labels: expected comma-separated class indices"),
     (["--labels", "1,,2"], "argument --labels: expected comma-separated class indices"),
