@@ -224,8 +224,8 @@ def sample_dpmpp(
 
     From t to t' (h = λ_t' - λ_t): x_t' = (σ_t'/σ_t)·x_t - α_t'·(e^{-h} - 1)·D, with D = x̂0_t (first
     order: the first step, and ``order=1``, which is DDIM), D = x̂0_t + (x̂0_t - x̂0_prev)·h/(2·h_prev)
-    (2M, Algorithm 2), or for ``order=3`` the 3M update (its Appendix B), second then third order as
-    the history fills. The last step lands on σ = 0, where the update is x̂0 itself (h = ∞ leaves no
+    (2M, Algorithm 2), or for ``order=3`` the 3M update, which adds the curvature of the last three
+    x̂0 (second, then third order as the history fills). The last step lands on σ = 0, where the update is x̂0 itself (h = ∞ leaves no
     room for a slope). Deterministic: ``generator`` is unused.
 
     Order 2 is the default at every budget: the budget picks the steps (``logsnr-tapered``); on the
@@ -246,15 +246,15 @@ def sample_dpmpp(
         if len(history) == 1:
             d = x0
         elif len(history) == 2:
-            (_, x0_1) = history[1]
-            d = x0 + (x0 - x0_1) * (h / (2.0 * (lam - history[1][0])))
+            lam_1, x0_1 = history[1]
+            d = x0 + (x0 - x0_1) * (h / (2.0 * (lam - lam_1)))
         else:
             (lam_1, x0_1), (lam_2, x0_2) = history[1], history[2]
             r0, r1 = (lam - lam_1) / h, (lam_1 - lam_2) / h
             d1_0, d1_1 = (x0 - x0_1) / r0, (x0_1 - x0_2) / r1
             d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
             d2 = (d1_0 - d1_1) / (r0 + r1)
-            # D = x̂0 + c1·D1 - c2·D2 with the φ-functions of h (Lu et al. 2022, eq. 19 / Appendix B).
+            # α'·φ·D = α'·(φ·x̂0 + c1·D1 - c2·D2): the 3M update, with φ-functions of h.
             c1 = 1.0 - phi / h
             c2 = (h - phi) / h**2 - 0.5
             d = x0 + d1 * (c1 / phi) - d2 * (c2 / phi)
@@ -270,8 +270,8 @@ sample_dpmpp_2m = sample_dpmpp  # its name before order 3 existed
 def _lagrange_weights(nodes: Sequence[float], h: float) -> list[float]:
     """w_k = ∫_0^h e^{τ-h}·L_k(τ) dτ for the Lagrange basis L_k on ``nodes`` (offsets in λ from the step's start).
 
-    Exact integration of the polynomial through the x̂0 values: the varying-coefficient form of UniPC
-    (Zhao et al. 2023, Appendix), here by the moments I_n = ∫_0^h e^{τ-h}·τ^n dτ = h^n - n·I_{n-1}.
+    Exact integration of the polynomial through the x̂0 values (UniPC's coefficients without the B(h)
+    approximation), by the moments I_n = ∫_0^h e^{τ-h}·τ^n dτ = h^n - n·I_{n-1}.
     """
     moments = [-math.expm1(-h)]
     for n in range(1, len(nodes)):
@@ -304,7 +304,7 @@ def sample_unipc(
     polynomial through the last ``order`` predictions; once the network has been called at t' (the call
     the next step needs anyway) the corrector redoes the step with that prediction added to the
     polynomial, so a step's accuracy gains one order for no extra call. The coefficients are the
-    exact integrals (UniPC's varying-coefficient form). The last step lands on σ = 0 at the last x̂0,
+    exact integrals of that polynomial (:func:`_lagrange_weights`). The last step lands on σ = 0 at the last x̂0,
     moved by the last correction. ``step_hook`` sees the predicted states (those the network sees).
     ``order=None`` picks from the number of calls: 2 below 12 calls, 3 from 12 on; on the Gaussian
     oracle the cubic overshoots the long steps of a smaller budget, and order 1 (UniP-1 with UniC-1)
@@ -355,7 +355,7 @@ def sample_dpmpp_sde(
     step_hook: Optional[StepHook] = None,
     churn: float = 1.0,
 ) -> torch.Tensor:
-    """SDE-DPM-Solver++(2M) of Lu et al. 2022 (arXiv 2211.01095, eq. 9 and its multistep form), with tunable noise.
+    """SDE-DPM-Solver++(2M) of Lu et al. 2022 (arXiv 2211.01095), with a tunable amount of fresh noise.
 
     From t to t' (h = λ_t' - λ_t), with η = ``churn``:
     x_t' = (σ_t'/σ_t)·e^{-ηh}·x_t + α_t'·(1 - e^{-(1+η)h})·D + σ_t'·sqrt(1 - e^{-2ηh})·z, z ~ N(0, I),
