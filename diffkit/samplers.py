@@ -44,7 +44,7 @@ SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "logsnr", "logsn
 # calls, worst |std error|); see benchmarks/sampler_quality.py.
 LOGSNR_JUMP_BASE = 1.75
 LOGSNR_JUMP_MIN = -3.0
-LOGSNR_TAPER_SLOPE = 0.05
+LOGSNR_TAPER_SLOPE = 0.055
 LOGSNR_TAPER = 0.1
 
 
@@ -67,7 +67,7 @@ def timestep_schedule(
       the noise the sampler starts from lives.
     - ``logsnr``: even in λ = log(α/σ) from T-1 to 0 (Lu et al. 2022, "logSNR" steps).
     - ``logsnr-tapered``: T-1, then from λ = max(1.75 - steps/2, -3) to λ(0) even in exp(κ·λ),
-      κ = min(0.05·(steps - 7), 0.1): placed for the budget (see :func:`logsnr_tapered_settings`);
+      κ = min(0.055·(steps - 7), 0.1): placed for the budget (see :func:`logsnr_tapered_settings`);
       the default of ``dpm-solver++``, ``unipc`` and ``dpm-solver++-sde``.
 
     The λ spacings need ``alphas_cumprod``; they snap each λ to the index of nearest λ, keeping
