@@ -326,8 +326,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                 # Closer than diffusers' best: by the noise-free figure, and on these very samples.
                 ok_sampled = abs(mine["std_err"]) < abs(other.get("std_err", math.inf))
                 ok_exact = key(mine) < key(other)
+                tie = abs(key(mine) - key(other)) < 1e-4  # noise-free errors equal to 0.01 points
                 verdicts.append(("target ✓" if target and ok_target else "target ✗" if target else "–") + ", "
-                                + ("beats best ✓" if ok_sampled and ok_exact
+                                + ("ties best (=)" if tie else "beats best ✓" if ok_sampled and ok_exact
                                    else "beats best (noise-free only)" if ok_exact
                                    else "beats best (sampled only)" if ok_sampled else "behind best ✗"))
             lines.append("| *default vs targets* | " + " | ".join(verdicts) + " |")
