@@ -272,7 +272,7 @@ sample_dpmpp_2m = sample_dpmpp  # its name before order 3 existed
 
 
 def _lagrange_weights(nodes: Sequence[float], h: float) -> list[float]:
-    """w_k = ∫_0^h e^{τ-h}·L_k(τ) dτ for the Lagrange basis L_k on ``nodes`` (offsets in λ from the step's start).
+    """w_k = ∫_0^h e^{τ-h}·L_k(τ) dτ for the Lagrange basis L_k on ``nodes`` (λ offsets from the step's start).
 
     Exact integration of the polynomial through the x̂0 values (UniPC's coefficients without the B(h)
     approximation), by the moments I_n = ∫_0^h e^{τ-h}·τ^n dτ = h^n - n·I_{n-1}.
@@ -308,8 +308,9 @@ def sample_unipc(
     polynomial through the last ``order`` predictions; once the network has been called at t' (the call
     the next step needs anyway) the corrector redoes the step with that prediction added to the
     polynomial, so a step's accuracy gains one order for no extra call. The coefficients are the
-    exact integrals of that polynomial (:func:`_lagrange_weights`). The last step lands on σ = 0 at the last x̂0,
-    moved by the last correction. ``step_hook`` sees the predicted states (those the network sees).
+    exact integrals of that polynomial (:func:`_lagrange_weights`). The last step lands on σ = 0 at
+    the last x̂0, moved by the last correction. ``step_hook`` sees the predicted states (those the
+    network sees).
     ``order=None`` picks from the number of calls: 2 below 12 calls, 3 from 12 on; on the Gaussian
     oracle the cubic overshoots the long steps of a smaller budget, and order 1 (UniP-1 with UniC-1)
     falls short (benchmarks/results/sampler_quality.md). Deterministic: ``generator`` is unused.
@@ -363,9 +364,9 @@ def sample_dpmpp_sde(
 
     From t to t' (h = λ_t' - λ_t), with η = ``churn``:
     x_t' = (σ_t'/σ_t)·e^{-ηh}·x_t + α_t'·(1 - e^{-(1+η)h})·D + σ_t'·sqrt(1 - e^{-2ηh})·z, z ~ N(0, I),
-    D the 2M extrapolation of x̂0. η = 1 is the SDE (fresh noise replaces what each step denoises, which
-    forgives a network's errors better than the ODE), η = 0 is DPM-Solver++(2M), between the two a
-    partial churn. The last step lands on σ = 0 at x̂0.
+    D the 2M extrapolation of x̂0. η = 1 is the SDE (fresh noise replaces part of what each step
+    denoises, so the errors of earlier steps are partly forgotten), η = 0 is DPM-Solver++(2M), between
+    the two a partial churn. The last step lands on σ = 0 at x̂0.
     """
     if churn < 0:
         raise ValueError(f"dpm-solver++-sde churn must be >= 0, got {churn}")

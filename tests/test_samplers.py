@@ -103,7 +103,9 @@ def test_tapered_spacing_jumps_then_shrinks_toward_the_data(schedule):
     assert bool((gaps > 0).all())
 
 
-@pytest.mark.parametrize("steps, jump, taper", [(5, -0.75, -0.11), (7, -1.75, 0.0), (8, -2.25, 0.055), (10, -3.0, 0.1), (12, -3.0, 0.1)])
+@pytest.mark.parametrize(
+    "steps, jump, taper", [(5, -0.75, -0.11), (7, -1.75, 0.0), (8, -2.25, 0.055), (10, -3.0, 0.1), (12, -3.0, 0.1)]
+)
 def test_tapered_spacing_is_placed_for_the_budget(steps, jump, taper):
     assert logsnr_tapered_settings(steps) == pytest.approx((jump, taper))
     abar = abar_of(linear_beta_schedule(10_000))  # fine indices: little snapping
@@ -165,7 +167,8 @@ def test_dpm_solver_default_meets_the_few_call_targets(schedule, steps):
 def test_stochastic_dpm_solver_reproduces_the_data_at_20_calls(schedule):
     d = oracle_diffusion((64,), schedule=schedule, std=0.3)
     for churn in (1.0, 0.5):
-        x = d.sample(1024, sampler="dpm-solver++-sde", steps=20, churn=churn, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        x = d.sample(1024, sampler="dpm-solver++-sde", steps=20, churn=churn, generator=generator)
         assert abs(float(x.std()) / 0.3 - 1) <= 0.025
         assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
 
@@ -180,7 +183,10 @@ def test_stochastic_dpm_solver_without_churn_is_the_ode_solver():
 
 def test_stochastic_dpm_solver_is_stochastic_and_seeded():
     d = oracle_diffusion((8,))
-    a, b, c = (d.sample(4, sampler="dpm-solver++-sde", steps=6, generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1))
+    a, b, c = (
+        d.sample(4, sampler="dpm-solver++-sde", steps=6, generator=torch.Generator().manual_seed(seed))
+        for seed in (0, 0, 1)
+    )
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
