@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="a checkpoint folder, or a step number of the run")
     # -n as well: under torchrun, "--num" is ambiguous with torchrun's own --numa-binding.
     s.add_argument("-n", "--num", type=_positive_int, help="number of samples")
-    s.add_argument("--sampler", help="ddpm, ddim or dpm-solver++")
+    s.add_argument("--sampler", help="ddpm, ddim, dpm-solver++, dpm-solver++-sde or unipc")
     s.add_argument("--steps", type=_positive_int, help="network calls per sample")
     s.add_argument("--eta", type=_finite, help="DDIM stochasticity (0: deterministic)")
     s.add_argument("--labels", type=_labels, help="comma-separated class indices, one per sample (conditional models)")

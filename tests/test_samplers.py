@@ -9,11 +9,15 @@ import torch.nn as nn
 from diffkit import GaussianDiffusion
 from diffkit.samplers import (
     DEFAULT_SPACING,
-    LOGSNR_FLOOR,
     SAMPLERS,
+    _lagrange_weights,
     half_log_snr,
+    logsnr_tapered_settings,
     sample_ddim,
+    sample_dpmpp,
     sample_dpmpp_2m,
+    sample_dpmpp_sde,
+    sample_unipc,
     timestep_schedule,
 )
 from diffkit.schedules import cosine_beta_schedule, linear_beta_schedule
@@ -28,9 +32,9 @@ def abar_of(betas):
     return torch.cumprod(1 - betas, 0)
 
 
-def oracle_diffusion(shape=(4,), schedule="linear", objective="eps", T=1000, model=None, **kwargs):
+def oracle_diffusion(shape=(4,), schedule="linear", objective="eps", T=1000, model=None, std=STD, **kwargs):
     betas = SCHEDULES[schedule](T)
-    model = GaussianOracle(abar_of(betas), MEAN, STD, objective) if model is None else model
+    model = GaussianOracle(abar_of(betas), MEAN, std, objective) if model is None else model
     kwargs.setdefault("threshold", "none")  # the oracle is exact: sample it unclipped
     return GaussianDiffusion(model, shape, betas, objective=objective, **kwargs)
 
@@ -88,15 +92,31 @@ def test_logsnr_spacing_is_even_in_log_snr():
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_tapered_spacing_skips_the_invisible_stretch_and_shrinks_toward_the_data(schedule):
+def test_tapered_spacing_jumps_then_shrinks_toward_the_data(schedule):
     abar = abar_of(SCHEDULES[schedule](1000))
     lam = half_log_snr(abar)
     ts = timestep_schedule(1000, 20, "logsnr-tapered", abar)
     assert ts[0] == 999 and ts[-1] == 0
-    assert float(lam[ts[1]]) == pytest.approx(LOGSNR_FLOOR, abs=0.05)  # one step over λ < -log 80
+    assert float(lam[ts[1]]) == pytest.approx(-3.0, abs=0.05)  # one first-order step to λ = -3
     gaps = torch.diff(lam[ts[1:]])
     assert float(gaps[0]) > float(gaps[-1]) * 1.3  # steps shrink toward the data end
     assert bool((gaps > 0).all())
+
+
+@pytest.mark.parametrize(
+    "steps, jump, taper", [(5, -0.75, -0.11), (7, -1.75, 0.0), (8, -2.25, 0.055), (10, -3.0, 0.1), (12, -3.0, 0.1)]
+)
+def test_tapered_spacing_is_placed_for_the_budget(steps, jump, taper):
+    assert logsnr_tapered_settings(steps) == pytest.approx((jump, taper))
+    abar = abar_of(linear_beta_schedule(10_000))  # fine indices: little snapping
+    lam = half_log_snr(abar)
+    ts = timestep_schedule(10_000, steps, "logsnr-tapered", abar)
+    assert float(lam[ts[1]]) == pytest.approx(jump, abs=0.05)
+    # Between the jump and λ(0) the steps are even in exp(κ·λ) (in λ when κ = 0), up to snapping.
+    inner = lam[ts[1:]]
+    w = inner if taper == 0 else torch.exp(taper * inner)
+    gaps = torch.diff(w[:-2])  # the last ones end near index 0, where the indices are coarsest in λ
+    assert float(gaps.max() - gaps.min()) < 0.05 * abs(float(gaps.mean()))
 
 
 def test_timestep_schedule_errors_name_what_is_accepted():
@@ -129,6 +149,48 @@ def test_dpm_solver_default_reproduces_the_data_within_2_5_percent(schedule, ste
     assert mean == pytest.approx(MEAN, abs=0.01)
 
 
+# Issue 14's test: data N(MEAN, 0.3²), 64 values per example, 1,024 samples, T = 1000, default settings.
+FEW_CALL_TARGETS = {5: 0.10, 8: 0.025, 10: 0.025, 20: 0.025}
+
+
+@pytest.mark.parametrize("steps", sorted(FEW_CALL_TARGETS))
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_dpm_solver_default_meets_the_few_call_targets(schedule, steps):
+    d = oracle_diffusion((64,), schedule=schedule, std=0.3)
+    x = d.sample(1024, sampler="dpm-solver++", steps=steps, generator=torch.Generator().manual_seed(0))
+    # 65 536 values: the std itself is uncertain by about 0.3%.
+    assert abs(float(x.std()) / 0.3 - 1) <= FEW_CALL_TARGETS[steps]
+    assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_stochastic_dpm_solver_reproduces_the_data_at_20_calls(schedule):
+    d = oracle_diffusion((64,), schedule=schedule, std=0.3)
+    for churn in (1.0, 0.5):
+        generator = torch.Generator().manual_seed(0)
+        x = d.sample(1024, sampler="dpm-solver++-sde", steps=20, churn=churn, generator=generator)
+        assert abs(float(x.std()) / 0.3 - 1) <= 0.025
+        assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
+
+
+def test_stochastic_dpm_solver_without_churn_is_the_ode_solver():
+    abar = abar_of(cosine_beta_schedule(1000))
+    ts = timestep_schedule(1000, 9, "logsnr-tapered", abar)
+    x_T = torch.randn(64, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    out = sample_dpmpp_sde(oracle_denoiser(abar), x_T, abar, ts, churn=0.0)
+    torch.testing.assert_close(out, sample_dpmpp(oracle_denoiser(abar), x_T, abar, ts))
+
+
+def test_stochastic_dpm_solver_is_stochastic_and_seeded():
+    d = oracle_diffusion((8,))
+    a, b, c = (
+        d.sample(4, sampler="dpm-solver++-sde", steps=6, generator=torch.Generator().manual_seed(seed))
+        for seed in (0, 0, 1)
+    )
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
 def test_the_bar_can_fail():
     """Even log-SNR steps over the whole schedule (diffusers' use_lu_lambdas) miss it (+3.2% here, an
     O(h²) overshoot of 2M), even-t steps badly."""
@@ -143,7 +205,13 @@ def test_the_bar_can_fail():
 
 # (steps, tolerance on the relative std error): the full ancestral chain, DDIM with enough steps for
 # its first-order error to be small, DPM-Solver++ at 20 calls.
-SAMPLER_RUNS = {"ddpm": (None, 0.02), "ddim": (200, 0.025), "dpm-solver++": (20, 0.02)}
+SAMPLER_RUNS = {
+    "ddpm": (None, 0.02),
+    "ddim": (200, 0.025),
+    "dpm-solver++": (20, 0.02),
+    "unipc": (20, 0.02),
+    "dpm-solver++-sde": (20, 0.025),
+}
 
 
 @pytest.mark.parametrize("objective", ["eps", "x0", "v"])
@@ -230,6 +298,51 @@ def test_dpm_solver_is_second_order():
     assert 1.6 < ratio_1 < 2.4
 
 
+def exact_slope_error(sampler, steps, T=20_000, **options):
+    """|slope of the sampler's affine map x_T -> sample - the exact flow's| on N(MEAN, STD²) data (see above).
+
+    A fine schedule (T = 20 000, the same continuous-time schedule as T = 1000) keeps the steps near
+    the data from snapping onto neighbouring indices, which would hide a higher order.
+    """
+    abar = abar_of(linear_beta_schedule(T))
+    a_T, s_T = abar[-1].sqrt(), (1 - abar[-1]).sqrt()
+    a_0, s_0 = abar[0].sqrt(), (1 - abar[0]).sqrt()
+    scale = math.sqrt((a_0**2 * STD**2 + s_0**2) / (a_T**2 * STD**2 + s_T**2))
+    exact = scale * a_0 * STD**2 / (a_0**2 * STD**2 + s_0**2)
+    ts = timestep_schedule(T, steps, "logsnr", abar)
+    out = sampler(oracle_denoiser(abar), torch.tensor([[0.0], [1.0]], dtype=torch.float64), abar, ts, **options)
+    return abs(float(out[1, 0] - out[0, 0]) - exact)
+
+
+@pytest.mark.parametrize(
+    "sampler, options, low, high",
+    [
+        (sample_dpmpp, {"order": 3}, 4.8, 9.6),  # 3M: third order, beyond 2M's 4
+        (sample_unipc, {"order": 1}, 3.2, 4.8),  # UniP-1 + UniC-1: second order
+        (sample_unipc, {"order": 2}, 6.4, 9.6),  # UniP-2 + UniC-2: third order
+        (sample_unipc, {"order": 3}, 9.6, 19.2),  # UniP-3 + UniC-3: fourth order, beyond 8
+    ],
+)
+def test_higher_order_solvers_converge_at_their_order(sampler, options, low, high):
+    """Halving the λ-steps (21 -> 41 calls) cuts the error about 2^order-fold. The first steps run
+    at lower orders (there is no history yet), and with many more steps their error would dominate:
+    so the comparison is made where the order itself shows."""
+    ratio = exact_slope_error(sampler, 21, **options) / exact_slope_error(sampler, 41, **options)
+    assert low < ratio < high
+
+
+def test_lagrange_weights_integrate_polynomials_exactly():
+    """Σ w_k·p(τ_k) = ∫_0^h e^{τ-h}·p(τ) dτ for p of degree < number of nodes, here p = 1 - τ + 3τ²."""
+    h, nodes = 0.7, [0.0, -0.4, -1.1]
+    w = _lagrange_weights(nodes, h)
+    p = lambda tau: 1 - tau + 3 * tau**2  # noqa: E731
+    # Closed form: ∫_0^h e^{τ-h}·τ^n dτ is 1-e^{-h}, h-1+e^{-h}, h²-2h+2-2e^{-h} for n = 0, 1, 2.
+    e = math.exp(-h)
+    exact = (1 - e) - (h - 1 + e) + 3 * (h * h - 2 * h + 2 - 2 * e)
+    assert sum(wk * p(tk) for wk, tk in zip(w, nodes)) == pytest.approx(exact, rel=1e-12)
+    assert sum(w) == pytest.approx(1 - e, rel=1e-12)
+
+
 # --- network calls, progress, errors ---------------------------------------------------------------
 
 
@@ -246,13 +359,17 @@ def test_dpm_solver_is_second_order():
         ("dpm-solver++", 20, None),
         ("dpm-solver++", 50, "logsnr"),
         ("dpm-solver++", 100, "trailing"),
+        ("unipc", 5, None),
+        ("unipc", 12, None),
+        ("dpm-solver++-sde", 5, None),
+        ("dpm-solver++-sde", 20, None),
     ],
 )
 def test_the_network_is_called_once_per_step_with_training_indices(sampler, steps, spacing):
     T = 100
     betas = linear_beta_schedule(T)
     model = CountingOracle(abar_of(betas), MEAN, STD)
-    d = GaussianDiffusion(model, (3,), betas)
+    d = GaussianDiffusion(model, (3,), betas, threshold="none")
     options = {} if spacing is None else {"spacing": spacing}
     d.sample(5, sampler=sampler, steps=steps, **options)
     assert len(model.calls) == (T if steps is None else steps)
@@ -284,8 +401,12 @@ def test_sampler_errors_say_what_is_accepted():
         d.sample(1, sampler="dpm-solver++", steps=5, eta=0.5)
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['variance'\]"):
         d.sample(1, sampler="ddim", steps=5, variance="beta")
-    with pytest.raises(ValueError, match="order must be 1 or 2, got 3"):
-        d.sample(1, sampler="dpm-solver++", steps=5, order=3)
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3, got 4"):
+        d.sample(1, sampler="dpm-solver++", steps=5, order=4)
+    with pytest.raises(ValueError, match="unipc order must be 1, 2 or 3"):
+        d.sample(1, sampler="unipc", steps=5, order=0)
+    with pytest.raises(ValueError, match="churn must be >= 0"):
+        d.sample(1, sampler="dpm-solver++-sde", steps=5, churn=-1.0)
     with pytest.raises(ValueError, match="unknown timestep spacing 'uniform'"):
         d.sample(1, sampler="dpm-solver++", steps=5, spacing="uniform")
     with pytest.raises(ValueError, match="between 1 and the schedule's T=30, got 31"):
@@ -308,7 +429,7 @@ def test_guided_sampling_keeps_one_call_per_step():
 
     betas = linear_beta_schedule(50)
     model = CountingOracle(abar_of(betas), MEAN, STD)
-    d = GaussianDiffusion(model, (4,), betas, conditioner=Labels())
+    d = GaussianDiffusion(model, (4,), betas, conditioner=Labels(), threshold="none")
     d.sample(3, sampler="dpm-solver++", steps=8, y=torch.tensor([0, 1, 2]), guidance_scale=3.0)
     assert len(model.calls) == 8
     assert model.calls[0].shape == (6,)
