@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import inpaint_io
+
 EXAMPLES = """examples:
   diffkit plugins
   diffkit train examples/shapes.toml
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inpaint_io.add_arguments(s)  # --input FILE with --mask/--box/--gap/--extend/--slab: diffkit/inpaint_io.py
     v = sub.add_parser("eval", help="bits/dim and sample statistics of a trained run",
                        description="Evaluate a run: the variational bound in bits per dimension on data examples "
                                    "(Ho et al. 2020, 8-bit data in [-1, 1]) and the mean / std of generated samples "
@@ -208,6 +211,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         num = len(labels)
     y = sample_labels(diffusion, num, labels if labels is not None else s.labels if num == s.num else None)
     steps = args.steps or s.steps
+    if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
+        return inpaint_io.inpaint_command(
+            args, diffusion, info, sampler=sampler, steps=None if sampler == "ddpm" else steps,
+            eta=args.eta if args.eta is not None else s.eta,
+            guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
+            out=args.out or run / "samples", stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}")
     try:
         x = diffusion.sample(num, sampler=sampler, steps=None if sampler == "ddpm" else steps,
                              eta=args.eta if args.eta is not None else s.eta,

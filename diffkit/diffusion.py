@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import likelihood, objectives
+from . import inpaint, likelihood, objectives
 from .samplers import DEFAULT_SPACING, SAMPLERS, timestep_schedule
 
 
@@ -222,9 +222,19 @@ class GaussianDiffusion(nn.Module):
         guidance_scale: float = 1.0,
         generator: Optional[torch.Generator] = None,
         progress: bool = False,
+        known: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+        resample: Optional[int] = None,
+        jump_length: Optional[int] = None,
         **options: Any,
     ) -> torch.Tensor:
-        """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``)."""
+        """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
+
+        With ``known`` and ``mask`` (True = known; each broadcast to the samples' shape, so a per-position
+        mask applies to every channel) the known part is held fixed and the rest filled in: see
+        :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's (default per sampler:
+        :data:`diffkit.inpaint.DEFAULT_RESAMPLE`); the network is then called steps × resample times.
+        """
         try:
             sampler_fn = SAMPLERS[sampler]
         except KeyError:
@@ -245,6 +255,12 @@ class GaussianDiffusion(nn.Module):
         device = self.alphas_cumprod.device
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
         shape = (batch_size, *self.input_shape)
+        if (known is None) != (mask is None):
+            raise ValueError("inpainting needs both known= and mask= (True = known)")
+        if known is not None:
+            known, mask = inpaint.check_known(known, mask, shape)
+        elif resample is not None or jump_length is not None:
+            raise ValueError("resample= and jump_length= apply to inpainting only: give known= and mask= too")
         gen_device = generator.device if generator is not None else device
         x = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -255,7 +271,13 @@ class GaussianDiffusion(nn.Module):
             return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
         timesteps = timestep_schedule(self.num_timesteps, steps, spacing, self.alphas_cumprod)
-        return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        if known is None:
+            return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        default_resample, default_jump = inpaint.default_resample(sampler)
+        return inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
+                                    resample=default_resample if resample is None else resample,
+                                    jump_length=default_jump if jump_length is None else jump_length,
+                                    generator=generator, progress=progress, **options)
 
     # --- training --------------------------------------------------------------------------------
 
