@@ -226,6 +226,7 @@ class GaussianDiffusion(nn.Module):
         mask: Optional[torch.Tensor] = None,
         resample: Optional[int] = None,
         jump_length: Optional[int] = None,
+        resample_below: float = inpaint.RESAMPLE_BELOW,
         **options: Any,
     ) -> torch.Tensor:
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
@@ -233,7 +234,8 @@ class GaussianDiffusion(nn.Module):
         With ``known`` and ``mask`` (True = known; each broadcast to the samples' shape, so a per-position
         mask applies to every channel) the known part is held fixed and the rest filled in: see
         :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's (default per sampler:
-        :data:`diffkit.inpaint.DEFAULT_RESAMPLE`); the network is then called steps × resample times.
+        :data:`diffkit.inpaint.DEFAULT_RESAMPLE`), applied where σ_t/α_t ≤ ``resample_below``; the
+        network is called :func:`diffkit.inpaint.network_calls` times (30 × the low-noise steps + the rest).
         """
         try:
             sampler_fn = SAMPLERS[sampler]
@@ -277,6 +279,7 @@ class GaussianDiffusion(nn.Module):
         return inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
                                     resample=default_resample if resample is None else resample,
                                     jump_length=default_jump if jump_length is None else jump_length,
+                                    resample_below=resample_below,
                                     generator=generator, progress=progress, **options)
 
     # --- training --------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ known in closed form, shows by how much). RePaint's resampling (Lugmayr et al. 2
 the visited steps are cut into segments of ``jump_length``; each segment is run down ``resample``
 times, going back up to its start in between with a draw of q(x_t | x_t') = N(sqrt(ᾱ_t/ᾱ_t')·x_t',
 (1-ᾱ_t/ᾱ_t')·I). Each descent is its own sampler call, so a multistep sampler restarts its history
-(first order) at the start of each segment. Network calls: about ``steps × resample``.
+(first order) at the start of each segment.
+
+Where to resample: the loop at noise level t mixes toward the conditional given the *noisy* known
+part, which is the true conditional only as the noise vanishes; the exact oracle shows that loops at
+high noise buy nothing and the low-noise end decides the result. So only segments that start where
+the noise-to-signal ratio σ_t/α_t = sqrt((1-ᾱ_t)/ᾱ_t) is at most ``resample_below`` are resampled.
+Network calls: steps + (resample - 1) × (steps at σ_t/α_t ≤ resample_below, rounded up to whole segments).
 """
 
 from __future__ import annotations
@@ -27,16 +33,33 @@ from .samplers import Denoiser
 # The inpainting defaults of each sampler: (resample, jump_length). Chosen on the correlated Gaussian
 # oracle (tests/test_inpaint.py) for the smallest error in the conditional mean and std per network call.
 DEFAULT_RESAMPLE: dict[str, tuple[int, int]] = {
-    "ddpm": (5, 5),
-    "ddim": (20, 5),
-    "dpm-solver++": (20, 5),
+    "ddpm": (30, 5),
+    "ddim": (30, 5),
+    "dpm-solver++": (30, 5),
 }
-FALLBACK_RESAMPLE = (20, 5)  # a sampler not listed above (e.g. a plugin's)
+FALLBACK_RESAMPLE = (30, 5)  # a sampler not listed above (e.g. a plugin's)
+# Segments are resampled only where σ_t/α_t is at most this (see the module's docstring).
+RESAMPLE_BELOW = 0.5
 
 
 def default_resample(sampler: str) -> tuple[int, int]:
     """(resample, jump_length) used when ``sample(..., known=...)`` does not say."""
     return DEFAULT_RESAMPLE.get(sampler, FALLBACK_RESAMPLE)
+
+
+def network_calls(timesteps: Sequence[int], alphas_cumprod: torch.Tensor, resample: int, jump_length: int,
+                  resample_below: float = RESAMPLE_BELOW) -> int:
+    """Network calls of :func:`sample_known` over the visited ``timesteps``."""
+    abar = alphas_cumprod.double().cpu().tolist()
+    calls = 0
+    for start in range(0, len(timesteps), jump_length):
+        segment = len(timesteps[start:start + jump_length])
+        calls += segment * (resample if _resampled(abar[timesteps[start]], resample_below) else 1)
+    return calls
+
+
+def _resampled(abar_start: float, resample_below: float) -> bool:
+    return (1.0 - abar_start) <= resample_below**2 * abar_start
 
 
 def check_known(known: torch.Tensor, mask: torch.Tensor, shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +109,7 @@ def sample_known(
     *,
     resample: int = 1,
     jump_length: int = 1,
+    resample_below: float = RESAMPLE_BELOW,
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
     **options: Any,
@@ -126,13 +150,14 @@ def sample_known(
                 raise _Landed(x_t)  # the sampler would now call the network at t_end: stop it
             return x_t
 
-        for r in range(resample):
+        repeats = resample if _resampled(abar[t_start], resample_below) else 1
+        for r in range(repeats):
             try:
                 x_end = sampler_fn(denoise, x, alphas_cumprod, segment, generator=generator, progress=progress,
                                    step_hook=hook, **options)
             except _Landed as landed:
                 x_end = landed.x
-            if r + 1 < resample:  # back up to the segment's start: a draw of q(x_start | x_end)
+            if r + 1 < repeats:  # back up to the segment's start: a draw of q(x_start | x_end)
                 a_end = abar[t_end] if t_end >= 0 else 1.0
                 ratio = abar[t_start] / a_end
                 x = math.sqrt(ratio) * x_end + math.sqrt(1.0 - ratio) * noise()
