@@ -21,6 +21,7 @@ benchmarks/results/inpainting.md, inpainting_digits.png, inpainting_audio.png, i
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -284,12 +285,19 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     started = time.perf_counter()
-    rows: list = []
-    lines: list = []
+    # Each part's rows are kept in inpainting.json, so that a part can be re-run alone (--only).
+    store = RESULTS / "inpainting.json"
+    saved = json.loads(store.read_text()) if store.is_file() else {}
     parts = {"digits": bench_digits, "audio": bench_audio, "volumes": bench_volumes}
     for name, run in parts.items():
         if not args.only or name in args.only:
-            run(rows, lines)
+            part_rows: list = []
+            part_lines: list = []
+            run(part_rows, part_lines)
+            saved[name] = {"rows": part_rows, "lines": part_lines, "machine": machine()}
+    store.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n")
+    rows = [row for name in parts if name in saved for row in saved[name]["rows"]]
+    lines = [line for name in parts if name in saved for line in saved[name]["lines"]]
     from diffkit.inpaint import DEFAULT_RESAMPLE, RESAMPLE_BELOW
 
     resample, jump = DEFAULT_RESAMPLE[SAMPLER]
@@ -308,7 +316,7 @@ def main() -> None:
         "",
         *lines,
         "",
-        f"Script runtime: {elapsed(started)}.",
+        f"Runtime of the last run ({', '.join(args.only or parts)}): {elapsed(started)}.",
     ]
     write_results("inpainting.md", out)
 

@@ -165,7 +165,7 @@ def _write(x, result, fill, filled, info, out: Path, stem: str) -> list[Path]:
 
 
 def read_input(path: Path, info: Any) -> "torch.Tensor":
-    """The file as a (C, *spatial) float tensor in [-1, 1], with the run's channels (and sample rate)."""
+    """The file as a (C, *spatial) float tensor in [-1, 1], with the run's channels, image size and sample rate."""
     import numpy as np
     import torch
 
@@ -178,6 +178,9 @@ def read_input(path: Path, info: Any) -> "torch.Tensor":
             from PIL import Image
 
             image = Image.open(path).convert("L" if channels == 1 else "RGB")
+            height, width = info.example_shape[1:]
+            if image.size != (width, height):  # e.g. 8×8 digits for a 16×16 run: resized, as the datasets do
+                image = image.resize((width, height), Image.BILINEAR)
             x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)
             return x[None] if channels == 1 else x.permute(2, 0, 1).contiguous()
         if info.modality == "audio" and suffix in (".wav", ".flac"):

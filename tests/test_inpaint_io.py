@@ -104,10 +104,12 @@ def test_bad_image_regions_are_one_line_errors(image_run, tmp_path, capsys, args
     assert message in error_line(capsys)
 
 
-def test_an_input_of_the_wrong_kind_or_size_is_one_line(image_run, tmp_path, capsys):
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "big.png")
-    assert main(["sample", str(image_run), "--input", str(tmp_path / "big.png"), "--box", "0,0,4,4", *FAST]) == 2
-    assert "has shape (1, 16, 16), this run makes (1, 8, 8)" in error_line(capsys)
+def test_an_input_of_another_size_is_resized_and_of_the_wrong_kind_refused(image_run, tmp_path, capsys):
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "big.png")
+    assert main(["sample", str(image_run), "--input", str(tmp_path / "big.png"), "--box", "0,0,4,4",
+                 "--out", str(tmp_path / "out"), *FAST]) == 0
+    grid = np.asarray(Image.open(capsys.readouterr().out.split()[0]))
+    assert grid.shape == (2 + 64 + 2, 2 + 2 * 66) and (grid[2 + 40, 2 + 66 + 40] == 255)  # white, 8×8 enlarged 8×
     np.save(tmp_path / "x.npy", np.zeros((8, 8)))
     assert main(["sample", str(image_run), "--input", str(tmp_path / "x.npy"), "--box", "0,0,4,4", *FAST]) == 2
     assert "is not a PNG image" in error_line(capsys)
