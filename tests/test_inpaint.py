@@ -204,3 +204,30 @@ def test_extend_continues_an_ar1_signal_with_its_conditional_law():
     # Across a window boundary (element 11 → 12 was made in the next window) the correlation holds too.
     corr_seam = torch.corrcoef(torch.stack([x[:, 0, 11], x[:, 0, 12]]))[0, 1]
     assert abs(float(corr_seam) - RHO) < 0.06
+
+
+def test_labels_and_guidance_work_as_when_sampling():
+    """With a conditioner and guidance, each step is still one batched call (both branches), and the
+    filled part follows the label: a backbone whose ε̂ is the label embedding's first feature."""
+    import diffkit
+
+    class FromCond(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.batch_sizes = []
+
+        def forward(self, x, t, cond=None):
+            self.batch_sizes.append(x.shape[0])
+            return torch.zeros_like(x) + cond[:, :1].reshape(-1, *[1] * (x.ndim - 1))
+
+    backbone = FromCond()
+    labels = diffkit.create_conditioner("labels", num_classes=3, dim=4)
+    d = GaussianDiffusion(backbone, (1, 6), cosine_beta_schedule(40), conditioner=labels, threshold="none")
+    known = torch.arange(6.0).reshape(1, 1, 6)
+    mask = torch.tensor([True, True, True, False, False, False])
+    y = torch.tensor([0, 2])
+    x = d.sample(2, sampler="ddim", steps=10, y=y, guidance_scale=2.0, known=known, mask=mask, resample=2,
+                 jump_length=5, resample_below=math.inf, generator=torch.Generator().manual_seed(0))
+    assert len(backbone.batch_sizes) == 20 and set(backbone.batch_sizes) == {4}
+    assert torch.equal(x[..., :3], known[..., :3].expand(2, -1, -1))
+    assert not torch.allclose(x[0, 0, 3:], x[1, 0, 3:])
