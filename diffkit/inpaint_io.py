@@ -71,12 +71,13 @@ def inpaint_command(
 
     device = diffusion.alphas_cumprod.device
     x = read_input(args.input, info).to(device)  # (C, *spatial)
-    num = args.num or 1
-    y = None
-    if args.labels:
+    labels = [int(v) for v in args.labels.split(",")] if args.labels else None
+    num = args.num or (len(labels) if labels else 1)
+    y = None  # a conditional run without --labels fills in unconditionally (the null label)
+    if labels:
         from .build import sample_labels
 
-        y = sample_labels(diffusion, num, [int(v) for v in args.labels.split(",")]).to(device)
+        y = sample_labels(diffusion, num, labels).to(device)
     options = dict(sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
                    generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
                    resample=args.resample, jump_length=args.jump_length)
