@@ -158,7 +158,7 @@ def bench_digits(rows: list, lines: list) -> None:
     save_image_grid(picture, RESULTS / "inpainting_digits.png", nrow=shown)
     lines += [f"- Digits model: `unet2d` 32/64/64 without conditioner, {facts['parameters'] / 1e6:.2f}M parameters, "
               f"{facts['train_steps']} steps ({facts['train_seconds'] / 60:.1f} min), final loss {facts['final_loss']}. "
-              f"{len(x)} held-out test digits; completing all of them with both settings took {seconds:.0f} s.",
+              f"{len(x)} held-out test digits; completing all of them with the three settings took {seconds:.0f} s.",
               "  Picture `inpainting_digits.png`: rows are the originals, the known top halves (bottom mid-grey), "
               "the completions with resampling, and with replacement only."]
 
@@ -317,7 +317,7 @@ def targets(rows: list) -> list[str]:
         f"replacement alone {get('digits: bottom half from the top half', 'replacement only')}, unconditional "
         f"generation {get('digits', 'unconditional generation')}). Even borrowing the bottom half of the real train "
         f"digit with the nearest top half reaches only {get('digits', 'bottom half of the train digit with the nearest top half')}: "
-        "the top half of an 8×8 digit leaves its class ambiguous often enough that 90 % is at the ceiling of any "
+        "the top half of an 8×8 digit leaves its class ambiguous often enough that 90 % looks near the ceiling of any "
         "completion. Tones: the gap's pitch matches in "
         f"{get('tones: a 100 ms gap', 'replacement + resampling')} "
         f"({get('tones: a 100 ms gap', 'ddim η=1, 50 steps, resample 30')} with the stochastic DDIM; "
