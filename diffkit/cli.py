@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from . import inpaint_io
+
 EXAMPLES = """examples:
   diffkit plugins
   diffkit train examples/shapes.toml
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, help="samples per network call (default: by memory)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inpaint_io.add_arguments(s)  # --input FILE with --mask/--box/--gap/--extend/--slab: diffkit/inpaint_io.py
 
     v = sub.add_parser("eval", help="bits/dim and sample statistics of a trained run",
                        description="Evaluate a run: the variational bound in bits per dimension on data examples "
@@ -215,9 +218,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .config import ConfigError
     from .run import Run
 
-    paths = Run.open(args.run).sample(
+    run = Run.open(args.run)
+    if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
+        s = run.sample_defaults()
+        sampler = args.sampler or s.sampler
+        folder = run.checkpoint(args.checkpoint)
+        diffusion = run.diffusion(ema=False if args.raw else None, checkpoint=folder, device=args.device)
+        try:
+            return inpaint_io.inpaint_command(
+                args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
+                eta=args.eta if args.eta is not None else s.eta,
+                guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
+                out=args.out or run.samples_dir, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    paths = run.sample(
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress)

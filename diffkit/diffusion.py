@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import likelihood, objectives
+from . import inpaint, likelihood, objectives
 from .registry import PluginError
 from .samplers import DEFAULT_SPACING, SAMPLERS, VARIANCES, noise_like, timestep_schedule
 
@@ -235,6 +235,11 @@ class GaussianDiffusion(nn.Module):
         guidance_scale: float = 1.0,
         generator: Optional[torch.Generator] = None,
         progress: bool = False,
+        known: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+        resample: Optional[int] = None,
+        jump_length: Optional[int] = None,
+        resample_below: float = inpaint.RESAMPLE_BELOW,
         **options: Any,
     ) -> torch.Tensor:
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
@@ -244,13 +249,26 @@ class GaussianDiffusion(nn.Module):
         one ``torch.Generator`` or a list of ``batch_size`` of them: then every example's noise comes from
         its own, so an example does not depend on the others in its batch (sampling split over calls or
         processes gives the same examples).
+
+        With ``known`` and ``mask`` (True = known; each broadcast to the samples' shape, so a per-position
+        mask applies to every channel) the known part is held fixed and the rest filled in: see
+        :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's (default per sampler:
+        :data:`diffkit.inpaint.DEFAULT_RESAMPLE`), applied where σ_t/α_t ≤ ``resample_below``; the
+        network is called :func:`diffkit.inpaint.network_calls` times (30 × the low-noise steps + the rest).
         """
         sampler_fn, timesteps, options = self.check_sample_args(
             batch_size, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, **options)
         param = next(self.model.parameters(), None)
         device = self.alphas_cumprod.device
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
-        x = noise_like((batch_size, *self.input_shape), generator, device, dtype)
+        shape = (batch_size, *self.input_shape)
+        if (known is None) != (mask is None):
+            raise ValueError("inpainting needs both known= and mask= (True = known)")
+        if known is not None:
+            known, mask = inpaint.check_known(known, mask, shape)
+        elif resample is not None or jump_length is not None:
+            raise ValueError("resample= and jump_length= apply to inpainting only: give known= and mask= too")
+        x = noise_like(shape, generator, device, dtype)
 
         # The conditioning is the same at every step: embed it once.
         cond, null = self._conditioning(y, batch_size, guidance_scale)
@@ -258,7 +276,14 @@ class GaussianDiffusion(nn.Module):
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
-        return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        if known is None:
+            return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        default_resample, default_jump = inpaint.default_resample(sampler)
+        return inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
+                                    resample=default_resample if resample is None else resample,
+                                    jump_length=default_jump if jump_length is None else jump_length,
+                                    resample_below=resample_below,
+                                    generator=generator, progress=progress, **options)
 
     def check_sample_args(
         self,

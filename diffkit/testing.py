@@ -61,6 +61,79 @@ class GaussianOracle(nn.Module):
         return objectives.training_target(self.objective, x0, eps, a, sigma).to(x_t.dtype)
 
 
+class CorrelatedGaussianOracle(nn.Module):
+    """The exact predictor of a diffusion trained on N(mean, Σ) data with a correlated, separable Σ.
+
+    Σ = std²·R_1 ⊗ … ⊗ R_n over the example's axes ``shape = (C, *spatial)``, channels included,
+    where R_k[i, j] = ρ_k^|i-j| is an AR(1) correlation along axis k (``rho`` one value per axis,
+    or one for all). With Σ = U Λ Uᵀ (U the product of each axis's eigenvectors) the posterior mean
+    E[x0 | x_t] = μ + Σ a (a²Σ + σ²I)⁻¹ (x_t - aμ) is a per-coordinate shrinkage in the eigenbasis.
+    :meth:`conditional` gives the true distribution of the unknown part given the known part.
+    """
+
+    def __init__(
+        self,
+        alphas_cumprod: torch.Tensor,
+        shape: Sequence[int],
+        rho: Union[float, Sequence[float]] = 0.8,
+        mean: float = 0.0,
+        std: float = 1.0,
+        objective: str = "eps",
+    ) -> None:
+        super().__init__()
+        objectives.check_objective(objective)
+        self.shape = tuple(int(n) for n in shape)
+        rhos = [float(rho)] * len(self.shape) if isinstance(rho, (int, float)) else [float(r) for r in rho]
+        if len(rhos) != len(self.shape) or not all(-1 < r < 1 for r in rhos):
+            raise ValueError(f"rho must be one value in (-1, 1) or one per axis of {self.shape}, got {rho}")
+        self.rho, self.mean, self.std, self.objective = rhos, float(mean), float(std), objective
+        self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
+        eigenvalues = torch.ones((), dtype=torch.float64)
+        for k, (n, r) in enumerate(zip(self.shape, rhos)):
+            idx = torch.arange(n, dtype=torch.float64)
+            lam, vec = torch.linalg.eigh(r ** (idx[:, None] - idx[None, :]).abs())
+            self.register_buffer(f"basis{k}", vec)
+            eigenvalues = eigenvalues[..., None] * lam
+        self.register_buffer("eigenvalues", self.std**2 * eigenvalues)  # Λ, shaped like one example
+
+    def _rotate(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """Uᵀx (``transpose``) or Ux, one axis at a time; x is (B, *shape)."""
+        for k in range(len(self.shape)):
+            u = getattr(self, f"basis{k}")
+            x = torch.movedim(torch.movedim(x, k + 1, -1) @ (u if transpose else u.T), -1, k + 1)
+        return x
+
+    def covariance(self) -> torch.Tensor:
+        """Σ as a dense (N, N) float64 matrix, N the number of elements of one example (row-major order)."""
+        cov = torch.ones(1, 1, dtype=torch.float64)
+        for n, r in zip(self.shape, self.rho):
+            idx = torch.arange(n, dtype=torch.float64)
+            cov = torch.kron(cov, r ** (idx[:, None] - idx[None, :]).abs())
+        return self.std**2 * cov
+
+    def conditional(self, known: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the true conditional N(μ_u + Σ_uk Σ_kk⁻¹ (x_k - μ_k), Σ_uu - Σ_uk Σ_kk⁻¹ Σ_ku)
+        of the unknown elements (``mask`` False) of one example given its known ones (``mask`` True),
+        both shaped like one example (known elements: their value and std 0)."""
+        known = known.double().reshape(-1)
+        m = torch.broadcast_to(mask, self.shape).reshape(-1).bool()
+        cov = self.covariance()
+        gain = torch.linalg.solve(cov[m][:, m], cov[m][:, ~m]).T  # Σ_uk Σ_kk⁻¹
+        mean, var = known.clone(), torch.zeros_like(known)
+        mean[~m] = self.mean + gain @ (known[m] - self.mean)
+        var[~m] = (cov[~m][:, ~m] - gain @ cov[m][:, ~m]).diagonal()
+        return mean.reshape(self.shape), var.clamp_min(0).sqrt().reshape(self.shape)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        abar = self.alphas_cumprod[t].reshape(-1, *((1,) * (x_t.ndim - 1)))
+        a, sigma = abar.sqrt(), (1 - abar).sqrt()
+        x = x_t.double()
+        z = self._rotate(x - a * self.mean, transpose=True)
+        x0 = self.mean + self._rotate(a * self.eigenvalues / (abar * self.eigenvalues + sigma**2) * z, transpose=False)
+        eps = (x - a * x0) / sigma
+        return objectives.training_target(self.objective, x0, eps, a, sigma).to(x_t.dtype)
+
+
 def gaussian_min_loss(alphas_cumprod: torch.Tensor, std: float = 1.0, objective: str = "eps") -> float:
     """The lowest reachable training loss (uniform t) for N(·, std²) data: the mean posterior variance."""
     abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -99,6 +99,9 @@ def save_volume(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
 
 
+_MARK = np.array([0, 255, 255], dtype=np.uint8)  # cyan: absent from the ramp
+
+
 def _colourise(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] to RGB uint8 along ``_RAMP``."""
     stops = np.linspace(0, 1, len(_RAMP))
@@ -106,12 +109,18 @@ def _colourise(values: np.ndarray) -> np.ndarray:
 
 
 def save_spectrogram_png(
-    x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int, n_mels: int = 64, top_db: float = 80.0
+    x: torch.Tensor,
+    path: Union[str, os.PathLike],
+    sample_rate: int,
+    n_mels: int = 64,
+    top_db: float = 80.0,
+    marks: Sequence[tuple[int, int]] = (),
 ) -> Path:
     """Save mel spectrograms of a waveform (C, L) or a batch (B, C, L) as one PNG, one example per row.
 
     Channels are mixed to mono; loudness is in dB, the batch's loudest bin brightest and anything
-    ``top_db`` below it black; low frequencies at the bottom.
+    ``top_db`` below it black; low frequencies at the bottom. ``marks`` are (start, stop) sample ranges
+    (e.g. what inpainting filled) drawn as a cyan bar over the top rows and cyan edges.
     """
     if x.ndim == 2:
         x = x[None]
@@ -130,7 +139,14 @@ def save_spectrogram_png(
     db = 10 * torch.log10(power.clamp_min(1e-10))
     db = db.clamp_min(db.max() - top_db)
     level = ((db - db.min()) / (db.max() - db.min()).clamp_min(1e-6)).flip(1).numpy()
-    return _save_png(_grid([_colourise(s) for s in level], nrow=1), path)
+    rows = [_colourise(s) for s in level]
+    for start, stop in marks:
+        # Frame f is centred on sample f·hop (torchaudio's center=True).
+        first, last = max(0, round(start / hop)), min(level.shape[-1] - 1, round(stop / hop))
+        for row in rows:
+            row[: max(1, len(row) // 16), first : last + 1] = _MARK
+            row[:, [first, last]] = _MARK
+    return _save_png(_grid(rows, nrow=1), path)
 
 
 def save_volume_slices_png(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
