@@ -309,8 +309,10 @@ def train_peer(max_steps: int, max_cpu_s: float) -> None:
         if step % 50 == 0:
             log.append({"step": step, "loss": loss.item(), "cpu_s": cpu_seconds() - c0})
             print(f"  peer step {step}: loss {loss.item():.4f}, {log[-1]['cpu_s']:.0f} CPU-s", flush=True)
-        if step % 100 == 0:
+        if step % 100 == 0:  # the log too: a run stopped from outside keeps what it reached
             torch.save(ema.state_dict(), folder / f"ema_{step:06d}.pt")
+            (folder / "log.json").write_text(json.dumps(log) + "\n")
+    log.append({"step": step, "loss": loss.item(), "cpu_s": cpu_seconds() - c0})
     torch.save(ema.state_dict(), folder / f"ema_{step:06d}.pt")
     (folder / "log.json").write_text(json.dumps(log) + "\n")
 
