@@ -47,6 +47,9 @@ TOLERANCE = 0.03
 SWEEP_RATIO = 1.3  # a real chirp's last-quarter / first-quarter frequency is about 1.875 / 1.125 ≈ 1.67
 PER_CLASS = 32
 SEED = 1
+# The folder's labels follow its sorted sub-folder names (falling_chirp = 0, …), not TonesDataset's order.
+FOLDERS = [c.replace(" ", "_") for c in CLASSES]
+FOLDER_LABEL = torch.tensor([sorted(FOLDERS).index(f) for f in FOLDERS])
 
 
 def cpu_seconds() -> float:
@@ -193,8 +196,9 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
 @torch.no_grad()
 def generate(diffusion: GaussianDiffusion, labels: torch.Tensor, sampler: str, steps: Optional[int], guidance: float,
              seed: int) -> torch.Tensor:
+    """Clips of the given classes (``CLASSES``' order; the model is asked for the folder's label of each)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.cat([diffusion.sample(len(y), sampler=sampler, steps=steps, y=y, guidance_scale=guidance,
+    return torch.cat([diffusion.sample(len(y), sampler=sampler, steps=steps, y=FOLDER_LABEL[y], guidance_scale=guidance,
                                        generator=generator) for y in labels.split(128)])
 
 
