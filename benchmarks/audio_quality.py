@@ -2,7 +2,7 @@
 
 Run: python benchmarks/audio_quality.py [--retrain] [--steps N]
 (a first run writes the folder as ``diffkit export-demo tones runs/bench-tones/data --num 256`` does, trains
-the example config on it, one thread, about 10 CPU-minutes, and caches the run under runs/bench-tones;
+the example config on it, one thread, about 7 CPU-minutes, and caches the run under runs/bench-tones;
 later runs reuse it and take about 2 minutes.) Writes benchmarks/results/audio_quality.md and
 audio_spectrograms.png.
 

@@ -113,14 +113,56 @@ def heldout_loss(d: GaussianDiffusion, x: torch.Tensor, y: torch.Tensor) -> floa
     return float(np.mean(losses))
 
 
+def quality_row(name: str, steps: int) -> list[str]:
+    """Train ``name`` for ``steps`` on the tones folder; its CPU time, held-out v-loss and FFT judgement."""
+    aq.export_tones()
+    from diffkit.data import create_dataset
+
+    folder = create_dataset("audio_folder", root=str(aq.DATA), sample_rate=aq.SAMPLE_RATE, length=LENGTH, labels=True)
+    data = torch.stack([folder[i][0] for i in range(len(folder))])
+    labels = torch.tensor([folder[i][1] for i in range(len(folder))])
+    real_x, real_y = aq.real_clips(64)
+    y = torch.arange(4).repeat_interleave(16)
+    print(f"training {name} for {steps} steps …", flush=True)
+    d, cpu_s = train(NETWORKS[name], steps, data, labels)
+    r = aq.judge(aq.generate(d, y, "dpm-solver++", 20, 2.0, aq.SEED), y.numpy())
+    row = [f"{name}, {steps} steps", f"{cpu_s / 60:.1f}", f"{heldout_loss(d, real_x, torch.from_numpy(real_y)):.4f}",
+           f"{r['all']:.1%}", f"{np.median(r['purity']):.2f}", f"{np.median(np.abs(r['dc'])):.4f}",
+           f"{r['clipped'].mean():.3%}"]
+    print("  " + " | ".join(row), flush=True)
+    return row
+
+
+def fast_only(steps: int, started: float) -> None:
+    row = quality_row("audio-fast preset", steps)
+    write_results("audio_speed_equal_cpu.md", [
+        "# Audio: the `audio-fast` preset trained for about the seed network's CPU time",
+        "",
+        f"`python benchmarks/audio_speed.py --fast-only-steps {steps}` — {machine()}.",
+        "",
+        "The equal-steps table of `audio_speed.md` gives the seed's network 150 steps; this run (a separate process, "
+        "the same recipe, data, seed and judge) gives `audio-fast` the steps its ~3× speed buys in about the same CPU time.",
+        "",
+        *table(["network", "train CPU-min", "held-out v-loss", "FFT class match", "median track purity",
+                "median abs DC", "clipped"], [row]),
+        "",
+        f"Script runtime: {elapsed(started)}.",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--quality-steps", type=int, default=400, help="0 skips the quality part")
+    parser.add_argument("--fast-only-steps", type=int, default=0,
+                        help="only train and judge audio-fast for this many steps (e.g. the seed's CPU time); "
+                             "writes audio_speed_equal_cpu.md")
     add_threads_option(parser, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
     started = time.perf_counter()
+    if args.fast_only_steps:
+        return fast_only(args.fast_only_steps, started)
     times, cpu, params = speed(args.repeats)
     names = list(NETWORKS)
     seed, fast = names
@@ -147,23 +189,7 @@ def main() -> None:
         "in their backward pass). The system share stays small for both once each step's buffers are reused.",
     ]
     if args.quality_steps:
-        aq.export_tones()
-        from diffkit.data import create_dataset
-
-        folder = create_dataset("audio_folder", root=str(aq.DATA), sample_rate=aq.SAMPLE_RATE, length=LENGTH, labels=True)
-        data = torch.stack([folder[i][0] for i in range(len(folder))])
-        labels = torch.tensor([folder[i][1] for i in range(len(folder))])
-        real_x, real_y = aq.real_clips(64)
-        y = torch.arange(4).repeat_interleave(16)
-        qrows = []
-        for n in names:
-            print(f"training {n} for {args.quality_steps} steps …", flush=True)
-            d, cpu_s = train(NETWORKS[n], args.quality_steps, data, labels)
-            r = aq.judge(aq.generate(d, y, "dpm-solver++", 20, 2.0, aq.SEED), y.numpy())
-            qrows.append([n, f"{cpu_s / 60:.1f}", f"{heldout_loss(d, real_x, torch.from_numpy(real_y)):.4f}",
-                          f"{r['all']:.1%}", f"{np.median(r['purity']):.2f}", f"{np.median(np.abs(r['dc'])):.4f}",
-                          f"{r['clipped'].mean():.3%}"])
-            print("  " + " | ".join(qrows[-1]), flush=True)
+        qrows = [quality_row(n, args.quality_steps) for n in names]
         lines += [
             "",
             f"## Quality at equal steps ({args.quality_steps} steps on the tones demo folder)",

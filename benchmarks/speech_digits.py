@@ -473,7 +473,7 @@ def evaluate(notes: list[str]) -> None:
         body.append([r["name"], str(r["steps"]), fmt_cpu(r["cpu"]), f"{r['acc']:.1%}", f"{r['fd_ratio']:.1f}",
                      f"{r['floor']:.1f}", f"{r['level']:.1f}", f"{r['dc']:.4f}", f"{r['clipped']:.3%}"])
     lines += table(["clips", "train steps", "train CPU-min", "recognised", "Fréchet / floor", "noise floor dBFS",
-                    "level dBFS", "median |DC|", "clipped"], body)
+                    "level dBFS", "median abs DC", "clipped"], body)
     lines += [
         "",
         "![log-mel spectrograms: real, diffkit, peer](speech_spectrograms.png)",

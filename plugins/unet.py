@@ -23,8 +23,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ``unet1d`` presets. "audio-fast": waveforms at 8-16 kHz; 8 samples folded into channels (patch_size),
 # then 3 levels ×4 apart (4096 samples → 512 → 128 → 32 positions), attention at the coarsest; no
-# convolution at the full rate. About 3.7× faster per training step than the seed's
-# channels=[32, 64, 128, 256] with factors of 4 (benchmarks/results/audio_speed.md).
+# convolution at the full rate. About 3× faster per training step than the seed's
+# channels=[32, 64, 128, 256] with factors of 4, though it learns less per step (benchmarks/results/audio_speed.md).
 PRESETS_1D: dict[str, dict[str, Any]] = {
     "audio-fast": dict(in_channels=1, channels=[64, 128, 256], num_res_blocks=1, attention_levels=[2],
                        downsample_factors=4, patch_size=8),
