@@ -1,26 +1,31 @@
-"""Audio quality: a class-conditional AudioDDPM (``unet1d``) on the ``tones`` demo set, judged by FFT.
+"""Audio quality: ``examples/audio_wav.toml`` trained on the ``tones`` demo folder, judged by FFT.
 
-Run: python benchmarks/audio_quality.py [--retrain] [--steps 2000] [--threads N]
-(a first run trains the model, about 18 minutes on one busy core, and caches it under runs/bench-audio;
-later runs reuse it and take about 5 minutes, 2 of them for 8 clips of DDPM's 1000 steps.) Writes benchmarks/results/audio_quality.md
-and audio_spectrograms.png.
+Run: python benchmarks/audio_quality.py [--retrain] [--steps N]
+(a first run writes the folder as ``diffkit export-demo tones runs/bench-tones/data --num 256`` does, trains
+the example config on it, one thread, about 7 CPU-minutes, and caches the run under runs/bench-tones;
+later runs reuse it and take about 2 minutes.) Writes benchmarks/results/audio_quality.md and
+audio_spectrograms.png.
 
-The data: the first four classes of ``TonesDataset`` at 4 kHz, 2048 samples (0.51 s) per clip —
-a low tone (110-220 Hz), a high tone (440-880 Hz), a rising chirp (f → 2f) and a falling chirp
-(2f → f), f in 220-660 Hz, random pitch, phase and loudness within each class. The tremolo and the
-fifth are left out: their dominant frequencies overlap the tones' bands, so an FFT cannot tell them apart.
+The data: the demo's 256 WAV files (16 kHz, 8192 samples) of the first four ``TonesDataset`` classes,
+which the example reads at 8 kHz, 4096 samples (0.51 s) per clip — a low tone (110-220 Hz), a high
+tone (440-880 Hz), a rising chirp (f → 2f) and a falling chirp (2f → f), f in 220-660 Hz, random pitch,
+phase and loudness within each class.
 
 The judge is the FFT, no learned network: a tone matches its class when its dominant frequency
 lies in the class's band; a chirp matches when the dominant frequency of the clip's last quarter is
 above (rising) or below (falling) that of its first quarter by the margin a real chirp shows, and
 stays inside the chirps' range. The same rules are applied to real clips, to show how well they separate
-the classes, and to the unguided model. Mel spectrograms of generated clips go to a PNG.
+the classes, and to the unguided model. Track purity measures the noise floor; DC offset and clipped
+samples are counted. Mel spectrograms of generated clips go to a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import time
+import tomllib
 from typing import Any, Optional
 
 import numpy as np
@@ -31,8 +36,10 @@ from common import RESULTS, ROOT, add_threads_option, elapsed, machine, set_thre
 from diffkit import GaussianDiffusion
 from diffkit.data import create_dataset
 
-RUN = ROOT / "runs" / "bench-audio"
-SAMPLE_RATE, LENGTH = 4000, 2048
+RUN = ROOT / "runs" / "bench-tones"
+DATA = RUN / "data"
+EXAMPLE = ROOT / "examples" / "audio_wav.toml"
+SAMPLE_RATE, LENGTH = 8000, 4096
 CLASSES = ["low tone", "high tone", "rising chirp", "falling chirp"]
 # Dominant-frequency bands of TonesDataset's classes (Hz), widened by TOLERANCE for the FFT's resolution.
 BANDS = {0: (110.0, 220.0), 1: (440.0, 880.0), 2: (220.0, 1320.0), 3: (220.0, 1320.0)}
@@ -40,31 +47,46 @@ TOLERANCE = 0.03
 SWEEP_RATIO = 1.3  # a real chirp's last-quarter / first-quarter frequency is about 1.875 / 1.125 ≈ 1.67
 PER_CLASS = 32
 SEED = 1
+# The folder's labels follow its sorted sub-folder names (falling_chirp = 0, …), not TonesDataset's order.
+FOLDERS = [c.replace(" ", "_") for c in CLASSES]
+FOLDER_LABEL = torch.tensor([sorted(FOLDERS).index(f) for f in FOLDERS])
 
 
-def train_config(steps: int) -> dict[str, Any]:
-    return {
-        "run": {"dir": str(RUN), "seed": 0, "device": "cpu"},
-        "data": {"dataset": "tones", "batch_size": 32,
-                 "options": {"num_examples": 4096, "sample_rate": SAMPLE_RATE, "length": LENGTH,
-                             "num_classes": len(CLASSES)}},
-        "model": {
-            "backbone": "unet1d",
-            # 2048 → 512 → 128 → 32 samples; attention over the 128 and 32 positions.
-            "options": {"in_channels": 1, "channels": [16, 32, 64, 64], "num_res_blocks": 1,
-                        "downsample_factors": 4, "attention_levels": [2, 3], "cond_dim": 64},
-            "conditioner": {"name": "labels", "options": {"num_classes": len(CLASSES), "dim": 64, "dropout": 0.1}},
-        },
-        "diffusion": {"timesteps": 1000, "schedule": "cosine"},
-        "train": {"steps": steps, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.999, "ema_start": 200,
-                  "log_every": 50, "checkpoint_every": 0, "keep_checkpoints": 1},
-        "sample": {"num": 8, "sampler": "dpm-solver++", "steps": 20, "guidance_scale": 2.0},
-    }
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
-def load_or_train(retrain: bool = False, steps: int = 2000) -> tuple[GaussianDiffusion, dict[str, Any]]:
-    """The EMA model of the cached run (trained first when missing or ``retrain``) and facts about its training."""
-    return common.load_or_train(RUN, train_config(steps), "the tones model", retrain)
+def export_tones(folder=DATA, num: int = 256) -> None:
+    """The demo folder, through the CLI's own command."""
+    from diffkit.cli import main as cli
+
+    if not folder.is_dir():
+        cli(["export-demo", "tones", str(folder), "--num", str(num)])
+
+
+def train_config(run=RUN / "run", steps: Optional[int] = None, example=EXAMPLE) -> dict[str, Any]:
+    """The example config as a mapping, pointed at the demo folder and ``run`` (``steps`` overrides its own)."""
+    from diffkit.config import apply_overrides
+
+    raw = tomllib.loads(example.read_text())
+    overrides = [f"run.dir={run}", f"data.options.root={DATA}", "run.device=cpu", "train.checkpoint_every=0",
+                 "train.keep_checkpoints=1"]
+    return apply_overrides(raw, overrides + ([f"train.steps={steps}"] if steps else []))
+
+
+def load_or_train(retrain: bool = False, steps: Optional[int] = None, run=RUN / "run",
+                  example=EXAMPLE) -> tuple[GaussianDiffusion, dict[str, Any]]:
+    """The EMA model of the cached run (trained first when missing or ``retrain``), with facts about its training
+    including the CPU time (one thread: CPU-seconds are core-seconds, whatever else the machine runs)."""
+    export_tones()
+    cpu_path = run / "cpu.json"
+    c0 = cpu_seconds()
+    trained = retrain or not cpu_path.is_file()
+    diffusion, facts = common.load_or_train(run, train_config(run, steps, example), example.name, retrain)
+    if trained:
+        cpu_path.write_text(json.dumps({"train_cpu_seconds": round(cpu_seconds() - c0, 1)}) + "\n")
+    return diffusion, {**facts, **json.loads(cpu_path.read_text())}
 
 
 # --- the FFT judge -------------------------------------------------------------------------------
@@ -105,7 +127,7 @@ def fft_classes(x: torch.Tensor) -> dict[str, np.ndarray]:
     return {"f": f_all, "f_start": f_start, "f_end": f_end, "pred": pred}
 
 
-def track_purity(x: torch.Tensor, n_fft: int = 256, hop: int = 64, half_width: int = 3) -> np.ndarray:
+def track_purity(x: torch.Tensor, n_fft: int = 512, hop: int = 128, half_width: int = 3) -> np.ndarray:
     """Per clip, the mean over short frames of the share of the frame's power within ±``half_width`` FFT
     bins of its strongest bin: how much of the sound is the one (possibly gliding) tone, and how much a
     broadband noise floor. About 1 for a clean tone, a little less for a chirp, which glides within a frame."""
@@ -128,7 +150,7 @@ def mel_db(x: torch.Tensor, n_mels: int = 48) -> torch.Tensor:
     """Mel spectrograms in dB (B, n_mels, frames) with a short window, so a 0.5 s clip has ~120 frames."""
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=256, hop_length=16, n_mels=n_mels,
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=512, hop_length=32, n_mels=n_mels,
                                                f_min=50.0, f_max=SAMPLE_RATE / 2,
                                                center=False)  # no padded edges smearing the first and last frames
     return 10 * torch.log10(mel(x.detach().float().cpu().mean(1)).clamp_min(1e-8))
@@ -138,8 +160,7 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
                     path, per_class: int = 3) -> None:
     """One row per class: a real clip, then ``per_class`` generated ones; mel frequency axis in Hz.
 
-    diffkit's ``save_spectrogram_png`` sizes its window for long clips (1024 samples, 9 frames for these
-    0.5 s clips); a short window and labelled axes make these readable.
+    A short window (64 ms) and labelled axes make these readable.
     """
     import matplotlib
 
@@ -175,130 +196,149 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
 @torch.no_grad()
 def generate(diffusion: GaussianDiffusion, labels: torch.Tensor, sampler: str, steps: Optional[int], guidance: float,
              seed: int) -> torch.Tensor:
+    """Clips of the given classes (``CLASSES``' order; the model is asked for the folder's label of each)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.cat([diffusion.sample(len(y), sampler=sampler, steps=steps, y=y, guidance_scale=guidance,
+    return torch.cat([diffusion.sample(len(y), sampler=sampler, steps=steps, y=FOLDER_LABEL[y], guidance_scale=guidance,
                                        generator=generator) for y in labels.split(128)])
 
 
-# (row name, sampler, network calls (None: all T), guidance, clips per class)
+# (row name, sampler, network calls, guidance, clips per class)
 SETTINGS = [
     ("dpm-solver++, 20 calls, guidance 1 (none)", "dpm-solver++", 20, 1.0, PER_CLASS),
     ("dpm-solver++, 20 calls, guidance 2", "dpm-solver++", 20, 2.0, PER_CLASS),
     ("dpm-solver++, 20 calls, guidance 3", "dpm-solver++", 20, 3.0, PER_CLASS),
-    ("dpm-solver++, 50 calls, guidance 2", "dpm-solver++", 50, 2.0, PER_CLASS),
-    # DDPM's 1000 stochastic steps cost 50× as much: a handful of clips, to see whether more steps clean
-    # up the noise floor.
-    ("ddpm, 1000 calls, guidance 2", "ddpm", None, 2.0, 2),
+    ("ddim, 50 calls, guidance 2", "ddim", 50, 2.0, PER_CLASS // 2),
 ]
+
+
+def clip_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per clip: DC offset (mean sample), share of samples at |x| ≥ 0.999, RMS."""
+    x = x.detach().float().cpu().mean(1)
+    return {"dc": x.mean(-1).numpy(), "clipped": (x.abs() >= 0.999).float().mean(-1).numpy(),
+            "rms": x.square().mean(-1).sqrt().numpy()}
+
+
+def judge(x: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
+    fft = fft_classes(x)
+    per_class, overall = match_rates(fft["pred"], y)
+    return {"x": x, "y": y, "fft": fft, "per_class": per_class, "all": overall, "purity": track_purity(x),
+            **clip_stats(x)}
+
+
+def real_clips(n: int = PER_CLASS * 8) -> tuple[torch.Tensor, np.ndarray]:
+    """Real clips from a seed the model never saw, drawn at the rate and length the example reads."""
+    real = create_dataset("tones", num_examples=n, sample_rate=SAMPLE_RATE, length=LENGTH,
+                          num_classes=len(CLASSES), seed=12345)
+    return torch.stack([real[i][0] for i in range(len(real))]), np.array([real[i][1] for i in range(len(real))])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retrain", action="store_true", help="train the model again")
-    parser.add_argument("--steps", type=int, default=2000, help="training steps when (re)training")
-    add_threads_option(parser)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the example's)")
+    add_threads_option(parser, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
-    trained = args.retrain or not (RUN / "bench.json").is_file()
+    trained = args.retrain or not (RUN / "run" / "cpu.json").is_file()
     started = time.perf_counter()
     torch.manual_seed(0)
     diffusion, facts = load_or_train(args.retrain, args.steps)
 
-    # Real clips from a seed the model never saw, to check the rules and give the reference.
-    real = create_dataset("tones", num_examples=PER_CLASS * 8, sample_rate=SAMPLE_RATE, length=LENGTH,
-                          num_classes=len(CLASSES), seed=12345)
-    real_x = torch.stack([real[i][0] for i in range(len(real))])
-    real_y = np.array([real[i][1] for i in range(len(real))])
-    real_fft = fft_classes(real_x)
-    real_per_class, real_all = match_rates(real_fft["pred"], real_y)
-    real_purity = track_purity(real_x)
-    real_rms = real_x.square().mean((1, 2)).sqrt().numpy()
+    real_x, real_y = real_clips()
+    real = judge(real_x, real_y)
 
     runs: dict[str, dict[str, Any]] = {}
     for name, sampler, steps, w, per_class_n in SETTINGS:
         t0 = time.perf_counter()
         y = torch.arange(len(CLASSES)).repeat_interleave(per_class_n)
-        x = generate(diffusion, y, sampler, steps, w, SEED)
-        fft = fft_classes(x)
-        per_class, overall = match_rates(fft["pred"], y.numpy())
-        runs[name] = {"steps": steps or diffusion.num_timesteps, "guidance": w, "x": x, "y": y.numpy(), "fft": fft,
-                      "per_class": per_class, "all": overall, "purity": track_purity(x),
-                      "rms": x.square().mean((1, 2)).sqrt().numpy(), "seconds": time.perf_counter() - t0}
-        print(f"  {name}: {overall:.1%} match, track purity {np.median(runs[name]['purity']):.2f} "
-              f"({runs[name]['seconds']:.0f} s)", flush=True)
+        runs[name] = {**judge(generate(diffusion, y, sampler, steps, w, SEED), y.numpy()), "steps": steps,
+                      "seconds": time.perf_counter() - t0}
+        r = runs[name]
+        print(f"  {name}: {r['all']:.1%} match, track purity {np.median(r['purity']):.2f} "
+              f"({r['seconds']:.0f} s)", flush=True)
 
-    # The headline: the best of the 20-call settings (on the full set of clips).
+    # The headline: the best of the 20-call settings.
     best_name = max((n for n in runs if runs[n]["steps"] == 20), key=lambda n: runs[n]["all"])
     best = runs[best_name]
     spectrogram_png(real_x, real_y, best["x"], best["y"], RESULTS / "audio_spectrograms.png")
+    wav_dir = RESULTS / "audio_tones"
+    from diffkit.data import save_wav
+
+    for k, cls in enumerate(CLASSES):
+        save_wav(best["x"][best["y"] == k][0], wav_dir / f"{cls.replace(' ', '_')}.wav", SAMPLE_RATE)
 
     # Chance: white noise at about a real clip's loudness, with the labels of the headline setting.
     noise = 0.45 * torch.randn(len(best["y"]), 1, LENGTH, generator=torch.Generator().manual_seed(0))
     noise_per_class, noise_all = match_rates(fft_classes(noise)["pred"], best["y"])
+    purity_ratio = np.median(best["purity"]) / np.median(real["purity"])
+    cpu_min = facts["train_cpu_seconds"] / 60
 
     lines = [
-        "# Audio: class-conditional AudioDDPM on tones, judged by FFT",
+        "# Audio: `examples/audio_wav.toml` on the tones demo folder, judged by FFT",
         "",
         f"`python benchmarks/audio_quality.py` — {machine()}.",
         "",
+        f"After **{cpu_min:.1f} CPU-minutes** of training ({facts['train_steps']} steps, one thread), "
         f"**{best['all']:.1%}** of {len(best['y'])} generated clips match the class asked for ({best_name}); "
-        f"the same FFT rules recognise {real_all:.1%} of real clips and {noise_all:.1%} of white noise. The "
-        f"pitch is right, the sound is not yet clean: generated clips carry a broadband noise floor (median "
-        f"track purity {np.median(best['purity']):.2f}, real clips {np.median(real_purity):.2f}).",
+        f"the same FFT rules recognise {real['all']:.1%} of real clips and {noise_all:.1%} of white noise. "
+        f"Median track purity {np.median(best['purity']):.2f} against {np.median(real['purity']):.2f} for real "
+        f"clips (**{purity_ratio:.2f}×**); median |DC offset| {np.median(np.abs(best['dc'])):.4f} "
+        f"(real {np.median(np.abs(real['dc'])):.4f}); clipped samples {best['clipped'].mean():.3%} (real "
+        f"{real['clipped'].mean():.3%}). Targets: pitch ≥ 98% and purity ≥ 0.95× real in ≤ 10 CPU-minutes.",
         "",
         "## Setup",
         "",
-        f"- Data: `TonesDataset` classes {', '.join(CLASSES)}; {SAMPLE_RATE} Hz, {LENGTH} samples "
-        f"({LENGTH / SAMPLE_RATE:.2f} s) per clip, 4096 training clips. Low tone 110-220 Hz, high tone 440-880 Hz, "
-        "chirps f → 2f or 2f → f with f in 220-660 Hz; pitch, phase and loudness are random within a class.",
-        f"- Model: `unet1d` (the AudioDDPM backbone), widths 16/32/64/64, downsampling ×4 per level "
-        f"(2048 → 512 → 128 → 32), attention at the two coarsest levels, `labels` conditioner with label dropout "
-        f"0.1; {facts['parameters'] / 1e6:.2f}M parameters; cosine schedule, T = 1000. Trained with diffkit's "
-        f"`Trainer` for {facts['train_steps']} steps at batch 32, {facts['train_seconds'] / 60:.1f} min on "
-        f"{facts['train_machine']}; final loss {facts['final_loss']}. Cached in `runs/bench-audio`; EMA weights.",
+        f"- Data: `diffkit export-demo tones … --num 256` (16 kHz files), read by the example at {SAMPLE_RATE} Hz, "
+        f"{LENGTH} samples ({LENGTH / SAMPLE_RATE:.2f} s): {', '.join(CLASSES)}. Low tone 110-220 Hz, high tone "
+        "440-880 Hz, chirps f → 2f or 2f → f with f in 220-660 Hz; pitch, phase and loudness random within a class.",
+        f"- Model: `examples/audio_wav.toml` as committed (unet1d preset `audio-fast`, `labels` conditioner, "
+        f"v-prediction, cosine schedule, batch 16); {facts['parameters'] / 1e6:.2f}M parameters. Trained with "
+        f"diffkit's `Trainer` for {facts['train_steps']} steps: {cpu_min:.1f} CPU-minutes, "
+        f"{facts['train_seconds'] / 60:.1f} wall-minutes on {facts['train_machine']} (a shared machine); "
+        f"final loss {facts['final_loss']}. Cached in `runs/bench-tones`; EMA weights.",
         "- Judge (FFT, Hann window, parabolic peak refinement): a tone matches when the clip's dominant frequency "
         f"lies in its class's band (±{TOLERANCE:.0%}) and the frequency is steady (last / first quarter within "
         f"×{SWEEP_RATIO} either way); a chirp matches when the last quarter's dominant frequency is ≥ ×{SWEEP_RATIO} "
         f"(rising) or ≤ ÷{SWEEP_RATIO} (falling) the first quarter's, both inside 220-1320 Hz.",
-        f"- {PER_CLASS} clips per class per setting (2 for DDPM's 1000 steps), the same noise for every setting.",
+        f"- {PER_CLASS} clips per class per setting ({PER_CLASS // 2} for the 50-call row), the same noise for every "
+        "setting.",
         "- *Track purity*: per 64 ms frame, the share of the power within ±3 FFT bins (±47 Hz) of the frame's "
-        "strongest bin, averaged over frames; about 1 for every real clip. What generated clips lack is a "
-        "broadband noise floor around the right pitch, plain in the spectrograms below.",
+        "strongest bin, averaged over frames; about 1 for every real clip, lower with a broadband noise floor.",
         "",
         "## Share of clips matching the requested class",
         "",
     ]
-    rows = [[f"real clips (n={len(real_y)})"] + [f"{r:.0%}" for r in real_per_class] + [f"{real_all:.1%}",
-                                                                                 f"{np.median(real_purity):.2f}"]]
-    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}", "–"])
+
+    def row(name: str, r: dict[str, Any], bold: bool = False) -> list[str]:
+        total = f"**{r['all']:.1%}**" if bold else f"{r['all']:.1%}"
+        return ([name] + [f"{v:.0%}" for v in r["per_class"]]
+                + [total, f"{np.median(r['purity']):.2f}", f"{np.median(np.abs(r['dc'])):.4f}", f"{r['clipped'].mean():.3%}"])
+
+    rows = [row(f"real clips (n={len(real_y)})", real)]
+    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}", "–", "–", "–"])
     for name, r in runs.items():
-        rows.append([f"generated, {name} (n={len(r['y'])})"] + [f"{v:.0%}" for v in r["per_class"]]
-                    + [f"**{r['all']:.1%}**" if name == best_name else f"{r['all']:.1%}",
-                       f"{np.median(r['purity']):.2f}"])
-    lines += table(["clips"] + CLASSES + ["all", "median track purity"], rows)
+        rows.append(row(f"generated, {name} (n={len(r['y'])})", r, name == best_name))
+    lines += table(["clips"] + CLASSES + ["all", "median track purity", "median abs DC", "clipped"], rows)
 
     lines += ["", f"## Closer look ({best_name})", ""]
     detail = []
     for k, cls in enumerate(CLASSES):
         g = best["y"] == k
         r = real_y == k
-        fr = best["fft"]
+        fr, rf = best["fft"], real["fft"]
         if k < 2:
-            freq = f"{np.median(fr['f'][g]):.0f} Hz (real {np.median(real_fft['f'][r]):.0f})"
+            freq = f"{np.median(fr['f'][g]):.0f} Hz (real {np.median(rf['f'][r]):.0f})"
         else:
             freq = (f"{np.median(fr['f_start'][g]):.0f} → {np.median(fr['f_end'][g]):.0f} Hz "
-                    f"(real {np.median(real_fft['f_start'][r]):.0f} → {np.median(real_fft['f_end'][r]):.0f})")
-        detail.append([cls, freq, f"{np.median(best['purity'][g]):.2f} (real {np.median(real_purity[r]):.2f})",
-                       f"{np.median(best['rms'][g]):.2f} (real {np.median(real_rms[r]):.2f})"])
+                    f"(real {np.median(rf['f_start'][r]):.0f} → {np.median(rf['f_end'][r]):.0f})")
+        detail.append([cls, freq, f"{np.median(best['purity'][g]):.2f} (real {np.median(real['purity'][r]):.2f})",
+                       f"{np.median(best['rms'][g]):.2f} (real {np.median(real['rms'][r]):.2f})"])
     lines += table(["class", "median dominant frequency", "median track purity", "median RMS"], detail, align="lrrr")
     lines += [
         "",
-        "The 50-call and 1000-step DDPM rows show how much of the noise floor more network calls remove; the "
-        "model itself was trained for minutes on a CPU.",
-        "",
         f"Mel spectrograms, one row per class (from the top: {', '.join(CLASSES)}), a real clip on the left "
         f"and three generated ones ({best_name}); each panel's colours span 70 dB below its loudest bin, so a "
-        "floor 30-40 dB under the tone still shows: `benchmarks/results/audio_spectrograms.png`.",
+        "floor 30-40 dB under the tone still shows. One WAV per class: `benchmarks/results/audio_tones/`.",
         "",
         "![mel spectrograms of generated clips](audio_spectrograms.png)",
         "",

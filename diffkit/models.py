@@ -37,7 +37,8 @@ def _backbone(
             raise ValueError(f"{who}: 'backbone_options' apply to a backbone built by name, not to the given module")
         return model
     if model is None:
-        model, options = default, {**defaults, **(options or {})}
+        # A preset replaces the default configuration rather than being overridden by it.
+        model, options = default, (options if options and "preset" in options else {**defaults, **(options or {})})
     if not isinstance(model, str):
         raise TypeError(f"{who}: 'model' must be an nn.Module or a backbone name, got {type(model).__name__}")
     options = {"in_channels": in_channels, **(options or {})}
@@ -51,7 +52,9 @@ class AudioDDPM(GaussianDiffusion):
 
     With no ``model`` the backbone is the seed's ``UNet1D(in_channels=1, out_channels=1,
     channels=[32, 64, 128, 256], attention_levels=[2])`` (``unet1d``; ``backbone_options`` override
-    its options); ``model`` may also be a backbone name or any backbone module. ``betas`` default to
+    its options, and ``backbone_options={"preset": "audio-fast"}`` gives the faster recommended network
+    instead; pair it with ``objective="v"`` and the cosine schedule, as ``examples/audio_wav.toml`` does);
+    ``model`` may also be a backbone name or any backbone module. ``betas`` default to
     the seed's linear schedule over 1000 steps; other keywords go to :class:`GaussianDiffusion`.
     """
 

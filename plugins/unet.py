@@ -10,6 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from einops import rearrange
+
 from diffkit import hookimpl
 from diffkit.layers import (
     DOWNSAMPLE_PADDINGS,
@@ -26,6 +28,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. 2020, appendix B: 35.7M parameters at 32×32; attention at the 16×16 level.
     "ddpm-cifar10": dict(in_channels=3, channels=[128, 256, 256, 256], num_res_blocks=2,
                          attention_levels=[1], dropout=0.1),
+}
+
+# ``unet1d`` presets. "audio-fast": waveforms at 8-16 kHz; 8 samples folded into channels (patch_size),
+# then 3 levels ×4 apart (4096 samples → 512 → 128 → 32 positions), attention at the coarsest; no
+# convolution at the full rate. About 3× faster per training step than the seed's
+# channels=[32, 64, 128, 256] with factors of 4, though it learns less per step (benchmarks/results/audio_speed.md).
+PRESETS_1D: dict[str, dict[str, Any]] = {
+    "audio-fast": dict(in_channels=1, channels=[64, 128, 256], num_res_blocks=1, attention_levels=[2],
+                       downsample_factors=4, patch_size=8),
 }
 
 
@@ -48,6 +59,10 @@ class UNet(nn.Module):
     and ``norm_eps`` its epsilon; ``flip_sin_to_cos`` and ``freq_shift`` choose the timestep
     embedding's convention (:func:`timestep_embedding`); ``downsample_padding`` where the strided
     convolutions pad (:data:`~diffkit.layers.DOWNSAMPLE_PADDINGS`).
+
+    ``patch_size`` > 1 folds each run of ``patch_size`` samples (per axis) into channels before the
+    first convolution and unfolds the output the same way (space-to-depth), so that no convolution
+    runs at the full rate: on waveforms most of the cost sits there (see :data:`PRESETS_1D`).
     """
 
     def __init__(
@@ -70,6 +85,7 @@ class UNet(nn.Module):
         flip_sin_to_cos: bool = True,
         freq_shift: float = 0.0,
         downsample_padding: str = "symmetric",
+        patch_size: int = 1,
     ) -> None:
         # Every constructor argument, kept as given so the model can be described again (export).
         options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -106,7 +122,15 @@ class UNet(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.num_levels = len(channels)
         self.downsample_factors = factors
-        self.size_multiple = math.prod(factors)
+        if int(patch_size) < 1:
+            raise ValueError(f"{name}: 'patch_size' must be >= 1, got {patch_size}")
+        self.patch_size = int(patch_size)
+        self.size_multiple = math.prod(factors) * self.patch_size
+        # einops patterns for this rank, e.g. 1-D "b c (l p0) -> b (c p0) l" and back.
+        axes = " ".join(f"(s{i} p{i})" for i in range(dims))
+        self._patchify = f"b c {axes} -> b (c {' '.join(f'p{i}' for i in range(dims))}) {' '.join(f's{i}' for i in range(dims))}"
+        self._unpatchify = " -> ".join(reversed(self._patchify.split(" -> ")))
+        patch_features = self.patch_size ** dims
         self.flip_sin_to_cos = flip_sin_to_cos
         self.freq_shift = freq_shift
         norm = dict(norm_groups=norm_groups, norm_eps=norm_eps)
@@ -118,7 +142,7 @@ class UNet(nn.Module):
         emb_dim = 4 * ch0
         self.time_embed = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_embed = nn.Linear(cond_dim, emb_dim) if cond_dim else None
-        self.conv_in = conv_nd(dims, in_channels, ch0, 3, padding=1)
+        self.conv_in = conv_nd(dims, in_channels * patch_features, ch0, 3, padding=1)
 
         attn = set(attention_levels)
         self.down = nn.ModuleList()
@@ -149,7 +173,7 @@ class UNet(nn.Module):
                 self.up.append(Upsample(dims, ch, factors[level - 1]))
 
         self.norm_out = norm_layer(ch, norm_groups, norm_eps)
-        self.conv_out = conv_nd(dims, ch, self.out_channels, 3, padding=1)
+        self.conv_out = conv_nd(dims, ch, self.out_channels * patch_features, 3, padding=1)
 
     @staticmethod
     def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads, norm) -> nn.Module:
@@ -185,7 +209,7 @@ class UNet(nn.Module):
         elif cond is not None:
             raise ValueError(f"{self.name} got cond but was built without cond_dim")
 
-        h = self.conv_in(x)
+        h = self.conv_in(self._fold(x, self._patchify))
         hs = [h]
         for block in self.down:
             h = self._run(block, h, emb)
@@ -197,7 +221,12 @@ class UNet(nn.Module):
                 h = self._run(block, h, emb)
             else:
                 h = self._run(self._up_block, block, h, hs.pop(), emb)
-        return self._run(self._head, h)
+        return self._fold(self._run(self._head, h), self._unpatchify)
+
+    def _fold(self, x: torch.Tensor, pattern: str) -> torch.Tensor:
+        if self.patch_size == 1:
+            return x
+        return rearrange(x, pattern, **{f"p{i}": self.patch_size for i in range(self.dims)})
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
@@ -209,8 +238,9 @@ class UNet(nn.Module):
         bad = [s for s in x.shape[2:] if s % m]
         if bad:
             hints = ", ".join(f"{s} → {s // m * m or m} or {(s // m + 1) * m}" for s in bad)
+            patch = f" and patch size {self.patch_size}" if self.patch_size > 1 else ""
             raise ValueError(
-                f"{self.name} with downsampling factors {self.downsample_factors} accepts spatial sizes that are "
+                f"{self.name} with downsampling factors {self.downsample_factors}{patch} accepts spatial sizes that are "
                 f"multiples of {m}; got {tuple(x.shape[2:])} (nearest accepted: {hints})"
             )
 
@@ -267,10 +297,10 @@ _BY_RANK = {1: UNet1D, 2: UNet2D, 3: UNet3D}
 def make_unet(dims: int, preset: Optional[str] = None, **options: Any) -> UNet:
     """Build a UNet; a ``preset`` supplies defaults that explicit options override."""
     if preset is not None:
-        if dims != 2 or preset not in PRESETS:
-            known = ", ".join(PRESETS) if dims == 2 else "none"
-            raise ValueError(f"unet{dims}d: unknown preset {preset!r}; presets: {known}")
-        options = {**PRESETS[preset], **options}
+        presets = {1: PRESETS_1D, 2: PRESETS}.get(dims, {})
+        if preset not in presets:
+            raise ValueError(f"unet{dims}d: unknown preset {preset!r}; presets: {', '.join(presets) or 'none'}")
+        options = {**presets[preset], **options}
     return _BY_RANK[dims](**options)
 
 
@@ -288,6 +318,6 @@ def _unet3d(preset: Optional[str] = None, **options: Any) -> UNet:
 
 @hookimpl
 def diffkit_register_backbones(register) -> None:
-    register("unet1d", _unet1d, "1-D UNet for waveforms (B, C, L); 'downsample_factors' for long audio")
+    register("unet1d", _unet1d, "1-D UNet for waveforms (B, C, L); 'downsample_factors' for long audio; preset 'audio-fast'")
     register("unet2d", _unet2d, "2-D UNet for images (B, C, H, W); preset 'ddpm-cifar10'")
     register("unet3d", _unet3d, "3-D UNet for volumes (B, C, D, H, W)")

@@ -33,6 +33,14 @@ def test_audio_ddpm_trains_and_samples_with_options():
     assert ddpm.sample(2, sampler="ddim", steps=3).shape == (2, 1, 64)
 
 
+def test_audio_ddpm_with_the_audio_fast_preset_replaces_the_seeds_network():
+    ddpm = diffkit.AudioDDPM(input_shape=4096, backbone_options={"preset": "audio-fast"}, objective="v",
+                             betas=cosine_beta_schedule(1000))
+    assert (ddpm.model.patch_size, ddpm.model.conv_in.out_channels, ddpm.model.num_levels) == (8, 64, 3)
+    assert diffkit.AudioDDPM(input_shape=4096).model.patch_size == 1  # the seed's default is unchanged
+    assert ddpm(torch.rand(2, 1, 4096) * 2 - 1).ndim == 0
+
+
 def test_audio_ddpm_takes_a_backbone_name_or_module():
     by_name = diffkit.AudioDDPM("transformer", (2, 32), backbone_options=dict(dims=1, patch_size=4, width=16, depth=1, heads=2))
     assert by_name.model.in_channels == 2

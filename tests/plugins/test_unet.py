@@ -182,3 +182,47 @@ def test_same_padding_pads_like_tensorflow(factor, size, pad):
 def test_bad_convention_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
         diffkit.create_backbone("unet2d", channels=[8, 16], attention_levels=[1], **options)
+
+
+# --- patch_size and the audio-fast preset --------------------------------------------------------
+
+
+def test_patches_fold_neighbouring_samples_into_channels_and_back():
+    net = diffkit.create_backbone("unet1d", in_channels=2, channels=[8, 16], attention_levels=[], patch_size=4)
+    x = torch.arange(2 * 2 * 16.0).reshape(2, 2, 16)
+    folded = net._fold(x, net._patchify)
+    assert folded.shape == (2, 8, 4)
+    # channel c·4 + j at position i holds sample 4·i + j of channel c
+    assert folded[1, 1 * 4 + 3, 2] == x[1, 1, 4 * 2 + 3]
+    assert torch.equal(net._fold(folded, net._unpatchify), x)
+
+
+def test_patched_unet_conforms_and_needs_lengths_divisible_by_patch_times_factors():
+    check_backbone("unet1d", input_shape=(1, 64), cond_dim=6, channels=[8, 16], num_res_blocks=1,
+                   attention_levels=[1], downsample_factors=4, patch_size=4)
+    check_backbone("unet2d", input_shape=(3, 8, 8), in_channels=3, channels=[8, 16], num_res_blocks=1, attention_levels=[],
+                   patch_size=2)
+    net = diffkit.create_backbone("unet1d", channels=[8, 16], attention_levels=[], downsample_factors=4, patch_size=8)
+    assert net.size_multiple == 32
+    with pytest.raises(ValueError, match="patch size 8 accepts spatial sizes that are multiples of 32"):
+        net(torch.randn(1, 1, 48), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="'patch_size' must be >= 1"):
+        diffkit.create_backbone("unet1d", channels=[8, 16], attention_levels=[], patch_size=0)
+
+
+def test_audio_fast_preset_runs_no_convolution_at_the_full_rate():
+    net = diffkit.create_backbone("unet1d", preset="audio-fast", cond_dim=8)
+    assert (net.patch_size, net.downsample_factors, net.size_multiple) == (8, [4, 4], 128)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+             for m in net.modules() if isinstance(m, torch.nn.Conv1d)]
+    out = net(torch.randn(2, 1, 4096), torch.tensor([3, 700]), torch.randn(2, 8))
+    assert out.shape == (2, 1, 4096)
+    assert max(seen) == 4096 // 8 and min(seen) == 4096 // 128
+    for h in hooks:
+        h.remove()
+    # an explicit option overrides the preset's; the seed's unet1d is unchanged
+    assert diffkit.create_backbone("unet1d", preset="audio-fast", channels=[32, 64, 64]).conv_in.out_channels == 32
+    assert diffkit.create_backbone("unet1d").patch_size == 1
+    with pytest.raises(ValueError, match="presets: audio-fast"):
+        diffkit.create_backbone("unet1d", preset="ddpm-cifar10")
