@@ -24,7 +24,7 @@ from digits_quality import CLASSES, balanced_labels, load_or_train_judges, predi
 import diffkit
 from diffkit.schedules import make_beta_schedule
 
-SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
+SAMPLERS = tuple(diffkit.samplers.SAMPLERS)  # every sampler the engine has
 CALLS = 20
 GUIDANCE = (1.0, 2.0)  # the default, and classifier-free guidance as a user of a conditional model would add
 PER_CLASS = 50  # 500 samples per sampler

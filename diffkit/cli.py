@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import signal
@@ -227,12 +228,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sampler = args.sampler or s.sampler
         folder = run.checkpoint(args.checkpoint)
         diffusion = run.diffusion(ema=False if args.raw else None, checkpoint=folder, device=args.device)
+        # Like `sample`, a folder named after every setting: another call never overwrites these files.
+        settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("out", "no_progress", "run")}
+        digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:8]
+        out = args.out or run.samples_dir / f"inpaint-{args.input.stem}-{folder.name}-{sampler}-{digest}"
         try:
             return inpaint_io.inpaint_command(
                 args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
                 eta=args.eta if args.eta is not None else s.eta,
                 guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
-                out=args.out or run.samples_dir, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}")
+                out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     paths = run.sample(

@@ -192,3 +192,12 @@ def test_bad_volume_regions_are_one_line_errors(volume_run, tmp_path, capsys, ar
             for a in args]
     assert main(["sample", str(volume_run), "--input", str(tmp_path / "v.npy"), *args, *FAST]) == 2
     assert message in error_line(capsys)
+
+
+def test_two_inpainting_calls_never_overwrite_each_other(image_run, tmp_path):
+    source = tmp_path / "in.png"
+    Image.fromarray(np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1))).save(source)
+    assert main(["sample", str(image_run), "--input", str(source), "--box", "0,0,4,8", *FAST]) == 0
+    assert main(["sample", str(image_run), "--input", str(source), "--box", "4,0,4,8", *FAST]) == 0
+    folders = sorted(p for p in (image_run / "samples").iterdir() if p.name.startswith("inpaint-"))
+    assert len(folders) == 2 and all(any(f.iterdir()) for f in folders)
