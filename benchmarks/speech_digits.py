@@ -229,17 +229,13 @@ def train_diffkit(steps: int) -> None:
 
 
 def load_diffkit():
-    from diffkit import checkpoint as ckpt
-    from diffkit.build import RunInfo, build_diffusion
-    from diffkit.config import load_config
+    import diffkit
 
-    run = RUN / "diffkit"
-    diffusion = build_diffusion(load_config(run / "config.toml"), RunInfo.load(run / "run.json"))
-    ckpt.load_into(diffusion, ckpt.resolve_checkpoint(run) / "ema.safetensors")
-    facts = json.loads((run / "bench.json").read_text())
-    facts["parameters"] = sum(p.numel() for p in diffusion.network.parameters()) if hasattr(diffusion, "network") \
-        else sum(p.numel() for p in diffusion.parameters())
-    return diffusion.eval(), facts
+    run = diffkit.open_run(RUN / "diffkit")
+    diffusion = run.diffusion(ema=True, device="cpu")
+    facts = json.loads((run.path / "bench.json").read_text())
+    facts["parameters"] = sum(p.numel() for p in diffusion.parameters())
+    return diffusion, facts
 
 
 @torch.no_grad()
