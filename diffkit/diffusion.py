@@ -277,13 +277,17 @@ class GaussianDiffusion(nn.Module):
             return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
         if known is None:
-            return sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
-        default_resample, default_jump = inpaint.default_resample(sampler)
-        return inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
-                                    resample=default_resample if resample is None else resample,
-                                    jump_length=default_jump if jump_length is None else jump_length,
-                                    resample_below=resample_below,
-                                    generator=generator, progress=progress, **options)
+            x = sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
+        else:
+            default_resample, default_jump = inpaint.default_resample(sampler)
+            x = inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
+                                     resample=default_resample if resample is None else resample,
+                                     jump_length=default_jump if jump_length is None else jump_length,
+                                     resample_below=resample_below,
+                                     generator=generator, progress=progress, **options)
+        # With thresholding the data live in [-1, 1]: a multistep sampler's last combination of clipped
+        # x̂0 may still leave it by a rounding error (UniPC: ±1.0000001), which is kept out too.
+        return x if self.threshold == "none" else x.clamp(-1.0, 1.0)
 
     def check_sample_args(
         self,
