@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import data as data_module
+from .data.folder import one_line
 from .config import Config, ConfigError
 from .diffusion import GaussianDiffusion
 from .registry import PluginError, create_backbone, create_conditioner
@@ -24,7 +25,7 @@ def build_dataset(config: Config) -> Dataset:
         raise ConfigError(f"data.options: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:
         key = "data.dataset" if "unknown dataset" in str(exc) else "data.options"
-        raise ConfigError(f"{key}: dataset {config.data.dataset!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"{key}: dataset {config.data.dataset!r}: {exception_line(exc)}") from None
     except ModuleNotFoundError as exc:
         raise ConfigError(f"data.dataset: {exc}") from None
     if len(dataset) == 0:
@@ -39,7 +40,7 @@ def _plugin(kind: str, key: str, name: str, options: dict[str, Any]) -> torch.nn
     except PluginError as exc:
         raise ConfigError(f"{key}: {exc}") from None
     except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
-        raise ConfigError(f"{key.rsplit('.', 1)[0] if key.endswith('backbone') else key}.options: {_one_line(exc)}") from None
+        raise ConfigError(f"{key.rsplit('.', 1)[0] if key.endswith('backbone') else key}.options: {exception_line(exc)}") from None
 
 
 def build_diffusion(config: Config, example_shape: Sequence[int]) -> GaussianDiffusion:
@@ -98,7 +99,7 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
         if "in_channels" in options and shape and options["in_channels"] != shape[0]:
             hint = f"; the data has {shape[0]} channel(s): set model.options.in_channels = {shape[0]}"
         raise ConfigError(f"model.options: {config.model.backbone!r} does not fit the data's example shape "
-                          f"{shape}: {_one_line(exc)}{hint}") from None
+                          f"{shape}: {exception_line(exc)}{hint}") from None
 
 
 def check_sample_config(diffusion: GaussianDiffusion, config: Config) -> None:
@@ -131,6 +132,7 @@ def sample_labels(diffusion: GaussianDiffusion, num: int, labels: Optional[Seque
     return torch.arange(num) % classes
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (its type when it has none), cut at ``limit`` characters."""
+    text = one_line(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

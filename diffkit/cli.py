@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from . import inpaint_io
+from .config import MAX_SEED
 
 EXAMPLES = """examples:
   diffkit plugins
@@ -35,24 +36,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT:,}, got {value}")
-    return value
+def _int_in(low: int, high: int, what: str, out_of_range: str):
+    """An argparse type: an integer in [low, high], or one line saying what was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {out_of_range}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0…{2**32 - 1}, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0…{2**32 - 1}, got {value}")
-    return value
+_positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer up to {MAX_COUNT:,}")
+_seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
 
 
 def _finite(text: str) -> float:

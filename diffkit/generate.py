@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .build import sample_labels
-from .config import ConfigError
+from .config import MAX_SEED, ConfigError
 from .data import save_image, save_image_grid, save_spectrogram_png, save_volume, save_volume_slices_png, save_wav
 from .distributed import device_kind, init_distributed, launched_by_torchrun, pick_device
 from .files import write_text_atomic
@@ -74,8 +74,8 @@ def generate(
         raise ConfigError(f"labels: {len(labels)} labels for {num} samples; give one per sample")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in 0…{2**32 - 1}, got {seed!r}")
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in 0…{MAX_SEED}, got {seed!r}")
     sampler = s.sampler if sampler is None else sampler
     steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta

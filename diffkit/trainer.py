@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .build import build_dataset, build_diffusion, check_backbone_fits, check_sample_config, sample_labels
+from .build import (build_dataset, build_diffusion, check_backbone_fits, check_sample_config, exception_line,
+                    sample_labels)
 from .config import Config, ConfigError, Overrides, apply_overrides, load_config, validate
 from .data import DataError, save_samples
 from .distributed import Dist, init_distributed, pick_device
@@ -241,7 +242,7 @@ class Trainer:
             # A full disk surfaces as ENOSPC, EFBIG or EDQUOT from Python, SafetensorError from Rust and
             # "iostream error" from torch.save's C++ writer: one message for all of them.
             raise TrainingError(f"could not write checkpoint step_{step:08d} to '{self.ckpt_root}' "
-                                f"({_one_line(exc)}); {self._space_note()}; the previous checkpoints are intact") from None
+                                f"({exception_line(exc)}); {self._space_note()}; the previous checkpoints are intact") from None
         self.checkpoint_bytes = sum(f.stat().st_size for f in folder.iterdir())
         return folder
 
@@ -280,7 +281,7 @@ class Trainer:
         try:
             set_rng_state(state.get("rng_per_rank", [state["rng"]])[self.dist.rank])
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            raise ckpt.CheckpointError(f"checkpoint state '{path}': its random state is damaged ({_one_line(exc)})") from None
+            raise ckpt.CheckpointError(f"checkpoint state '{path}': its random state is damaged ({exception_line(exc)})") from None
         self.skipped = int(state.get("skipped_batches", 0))
         return int(state["step"]), Position(int(state["epoch"]), int(state["batch"]))
 
@@ -377,12 +378,16 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.train.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _safe_note(self) -> str:
+        """What is safe on disk, for the message of a run that stops."""
+        last = self.run_dir.latest_checkpoint()
+        return f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+
     def _next_batch(self, stream: Iterator, step: int) -> tuple[Position, Any]:
         try:
             return next(stream)
         except DataError as exc:
-            last = self.run_dir.latest_checkpoint()
-            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+            safe = self._safe_note()
             raise TrainingError(f"data file became unreadable at step {step + 1}: {exc}; {safe}") from None
 
     def _train_step(self, stream: Iterator, step: int) -> tuple[Optional[float], float, Position]:
@@ -424,14 +429,12 @@ class Trainer:
             else:
                 self.optimizer.step()
         except RuntimeError as exc:  # e.g. AdamW's step size overflowing float32 with an enormous lr
-            last = self.run_dir.latest_checkpoint()
-            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
-            raise TrainingError(f"the optimizer step failed at step {step + 1} ({_one_line(exc)}; "
+            safe = self._safe_note()
+            raise TrainingError(f"the optimizer step failed at step {step + 1} ({exception_line(exc)}; "
                                 f"train.lr={t.lr:g} is too large?); {safe}") from None
         if not all(bool(torch.isfinite(p).all()) for p in self.diffusion.parameters()):
             # The step itself overflowed (an enormous learning rate): nothing after it can be trusted.
-            last = self.run_dir.latest_checkpoint()
-            safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+            safe = self._safe_note()
             raise TrainingError(f"the weights became non-finite at step {step + 1} (train.lr={t.lr:g} is too "
                                 f"large?); {safe}")
         self.ema.update(self.diffusion)
@@ -441,8 +444,7 @@ class Trainer:
     def _nonfinite(self, step: int, loss: float, grad_norm: float) -> None:
         what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step + 1} " \
                f"(loss={loss}, grad norm={grad_norm})"
-        last = self.run_dir.latest_checkpoint()
-        safe = f"the last good checkpoint is '{last}'" if last else "no checkpoint was written yet"
+        safe = self._safe_note()
         if self.config.train.on_nonfinite == "stop":
             raise TrainingError(f"{what}: stopped before the optimizer moved; {safe}")
         self.skipped += 1
@@ -534,11 +536,6 @@ class Trainer:
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def train(config: Union[str, Path, Mapping[str, Any], Config], *, overrides: Overrides = None, resume: bool = False,
