@@ -95,7 +95,8 @@ def calls(diffusion, resample: int, sampler: str = SAMPLER, steps: int = STEPS) 
     from diffkit.samplers import DEFAULT_SPACING, timestep_schedule
 
     ts = timestep_schedule(diffusion.num_timesteps, steps, DEFAULT_SPACING[sampler], diffusion.alphas_cumprod)
-    return network_calls(ts, diffusion.alphas_cumprod, resample, DEFAULT_RESAMPLE[sampler][1])
+    default = DEFAULT_RESAMPLE[sampler]
+    return network_calls(ts, diffusion.alphas_cumprod, resample, default.jump_length, default.resample_below)
 
 
 def settings():
@@ -351,9 +352,9 @@ def main() -> None:
             store.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n")
     rows = [row for name in parts if name in saved for row in saved[name]["rows"]]
     lines = [line for name in parts if name in saved for line in saved[name]["lines"]]
-    from diffkit.inpaint import DEFAULT_RESAMPLE, RESAMPLE_BELOW
+    from diffkit.inpaint import DEFAULT_RESAMPLE
 
-    resample, jump = DEFAULT_RESAMPLE[SAMPLER]
+    resample, jump, below = DEFAULT_RESAMPLE[SAMPLER]
     out = [
         "# Inpainting and continuation on real data",
         "",
@@ -361,7 +362,7 @@ def main() -> None:
         "",
         f"Every model is unconditional and was trained without masks. Sampler: {SAMPLER}, {STEPS} steps, with "
         f"`sample(..., known=, mask=)`; its inpainting defaults: resample {resample}, jump length {jump}, resampling "
-        f"where σ_t/α_t ≤ {RESAMPLE_BELOW}. *Calls* are network calls per sample.",
+        f"where σ_t/α_t ≤ {below} (those loops with DDPM's ancestral steps). *Calls* are network calls per sample.",
         "",
         *table(["task", "setting", "calls", "result"], rows, align="llrl"),
         "",

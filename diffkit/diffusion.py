@@ -239,7 +239,7 @@ class GaussianDiffusion(nn.Module):
         mask: Optional[torch.Tensor] = None,
         resample: Optional[int] = None,
         jump_length: Optional[int] = None,
-        resample_below: float = inpaint.RESAMPLE_BELOW,
+        resample_below: Optional[float] = None,
         **options: Any,
     ) -> torch.Tensor:
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
@@ -252,9 +252,9 @@ class GaussianDiffusion(nn.Module):
 
         With ``known`` and ``mask`` (True = known; each broadcast to the samples' shape, so a per-position
         mask applies to every channel) the known part is held fixed and the rest filled in: see
-        :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's (default per sampler:
-        :data:`diffkit.inpaint.DEFAULT_RESAMPLE`), applied where σ_t/α_t ≤ ``resample_below``; the
-        network is called :func:`diffkit.inpaint.network_calls` times (30 × the low-noise steps + the rest).
+        :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's, applied where σ_t/α_t ≤
+        ``resample_below`` (each default per sampler: :data:`diffkit.inpaint.DEFAULT_RESAMPLE`); the
+        network is called :func:`diffkit.inpaint.network_calls` times (resample × the low-noise steps + the rest).
         """
         sampler_fn, timesteps, options = self.check_sample_args(
             batch_size, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, **options)
@@ -266,8 +266,9 @@ class GaussianDiffusion(nn.Module):
             raise ValueError("inpainting needs both known= and mask= (True = known)")
         if known is not None:
             known, mask = inpaint.check_known(known, mask, shape)
-        elif resample is not None or jump_length is not None:
-            raise ValueError("resample= and jump_length= apply to inpainting only: give known= and mask= too")
+        elif resample is not None or jump_length is not None or resample_below is not None:
+            raise ValueError("resample=, jump_length= and resample_below= apply to inpainting only: "
+                             "give known= and mask= too")
         x = noise_like(shape, generator, device, dtype)
 
         # The conditioning is the same at every step: embed it once.
@@ -279,11 +280,11 @@ class GaussianDiffusion(nn.Module):
         if known is None:
             x = sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
         else:
-            default_resample, default_jump = inpaint.default_resample(sampler)
+            default = inpaint.default_resample(sampler)
             x = inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
-                                     resample=default_resample if resample is None else resample,
-                                     jump_length=default_jump if jump_length is None else jump_length,
-                                     resample_below=resample_below,
+                                     resample=default.resample if resample is None else resample,
+                                     jump_length=default.jump_length if jump_length is None else jump_length,
+                                     resample_below=default.resample_below if resample_below is None else resample_below,
                                      generator=generator, progress=progress, **options)
         # With thresholding the data live in [-1, 1]: a multistep sampler's last combination of clipped
         # x̂0 may still leave it by a rounding error (UniPC: ±1.0000001), which is kept out too.
