@@ -141,6 +141,8 @@ def sample_known(
     result holds ``known`` exactly where ``mask`` is True."""
     if resample < 1 or jump_length < 1:
         raise ValueError(f"resample and jump_length must be >= 1, got {resample} and {jump_length}")
+    if not resample_below >= 0:  # NaN too
+        raise ValueError(f"resample_below must be >= 0 (a noise-to-signal ratio), got {resample_below}")
     abar = alphas_cumprod.double().cpu().tolist()
     known = known.to(device=x.device, dtype=x.dtype)
     mask = mask.to(x.device)

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--slab", metavar="AXIS:START:STOP", help="volumes: fill slices START..STOP-1 along d, h or w, e.g. d:4:8")
     g.add_argument("--resample", type=int, help="RePaint resamplings per segment (default: the sampler's)")
     g.add_argument("--jump-length", type=int, help="RePaint segment length in steps (default: the sampler's)")
+    g.add_argument("--resample-below", type=float, metavar="RATIO",
+                   help="RePaint: resample only where the noise-to-signal ratio σ_t/α_t is at most this (default: the sampler's)")
     g.add_argument("--overlap", type=float, help="--extend: known part of each window (seconds or pixels; default half a window)")
 
 
@@ -80,7 +82,7 @@ def inpaint_command(
         y = sample_labels(diffusion, num, labels).to(device)
     options = dict(sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
                    generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
-                   resample=args.resample, jump_length=args.jump_length)
+                   resample=args.resample, jump_length=args.jump_length, resample_below=args.resample_below)
     if eta:
         options["eta"] = eta
     rate = info.sample_rate

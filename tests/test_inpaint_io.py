@@ -95,6 +95,8 @@ def test_image_mask_png_and_extension(image_run, tmp_path, capsys):
     (["--gap", "0.1:0.2"], "--gap does not apply to image runs"),
     ([], "--input needs a region to fill"),
     (["--box", "0,0,2,2", "--extend", "3"], "give one region"),
+    (["--box", "0,0,2,2", "--resample-below", "-1"], "resample_below must be >= 0"),
+    (["--box", "0,0,2,2", "--resample-below", "nan"], "resample_below must be >= 0"),
 ])
 def test_bad_image_regions_are_one_line_errors(image_run, tmp_path, capsys, args, message):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in.png")
