@@ -15,15 +15,15 @@ times, going back up to its start in between with a draw of q(x_t | x_t') = N(sq
 
 Those loops are a Markov chain at each noise level, and a chain must mix: whatever the sampler, the
 descents of resampled segments are DDPM's ancestral steps (σ² = β) over the same visited steps. With
-the sampler's own deterministic steps (DDIM η=0, DPM-Solver++, UniPC) the loops mix less: on the
-oracle, with the same settings, the conditional's std comes out 7-12 % low in 1-D (the bar is 5 %),
-and with 1,500 calls DPM-Solver++'s loops still left the mean 3-4 standard errors off in 2-D.
+the sampler's own steps the loops mix less: on the oracle, with the same settings, the conditional's
+std comes out 8-13 % off (the bar is 5 %; benchmarks/results/inpainting_oracle.md), and with 1,500
+calls DPM-Solver++'s deterministic loops still left the mean up to 3.9 standard errors off.
 Inpainting is random anyway as soon as it resamples (the loops' way up draws fresh noise); the
 sampler's own steps are kept where the noise is high and nothing is resampled.
 
 Where to resample: the loop at noise level t mixes toward the conditional given the *noisy* known
-part, which is the true conditional only as the noise vanishes; loops at high noise buy little, the
-low-noise end decides the result. So only segments that start where the noise-to-signal ratio
+part, which is the true conditional only as the noise vanishes; loops at high noise cost calls and buy
+little, the low-noise end decides the result. So only segments that start where the noise-to-signal ratio
 σ_t/α_t = sqrt((1-ᾱ_t)/ᾱ_t) is at most ``resample_below`` are resampled.
 Network calls: steps + (resample - 1) × (steps at σ_t/α_t ≤ resample_below, rounded up to whole segments).
 """
@@ -36,6 +36,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import torch
 
 from .samplers import Denoiser, noise_like, sample_ddpm
+
 
 class Inpainting(NamedTuple):
     """RePaint's settings: each segment of ``jump_length`` visited steps that starts where σ_t/α_t is at
