@@ -33,7 +33,7 @@ import common
 from common import RESULTS, ROOT, add_threads_option, elapsed, machine, set_threads, table, write_results
 
 DIGITS_RUN = ROOT / "runs" / "bench-inpaint-digits"
-TONES_RUN = ROOT / "runs" / "bench-inpaint-tones"
+TONES_RUN = ROOT / "runs" / "bench-inpaint-tones-ema995"
 VOLUMES_RUN = ROOT / "runs" / "bench-inpaint-volumes"
 DIGITS_STEPS, TONES_STEPS, VOLUMES_STEPS = 2000, 1500, 800
 SAMPLE_RATE, LENGTH = 4000, 1024  # 0.256 s windows
@@ -59,7 +59,10 @@ def digits_config(steps: int = DIGITS_STEPS) -> dict[str, Any]:
 
 
 def tones_config(steps: int = TONES_STEPS) -> dict[str, Any]:
-    """An unconditional model of steady tones (TonesDataset's low and high tones) in 0.256 s windows at 4 kHz."""
+    """An unconditional model of steady tones (TonesDataset's low and high tones) in 0.256 s windows at 4 kHz.
+
+    EMA decay 0.995 (about 200 steps): with 0.999 over 1,300 averaged steps, 27 % of the EMA weights were
+    still the step-200 model's, and its tones were steadier with the raw weights (45 % vs 33 %)."""
     return {
         "run": {"dir": str(TONES_RUN), "seed": 0, "device": "cpu"},
         "data": {"dataset": "tones", "batch_size": 32,
@@ -69,7 +72,7 @@ def tones_config(steps: int = TONES_STEPS) -> dict[str, Any]:
                   "options": {"in_channels": 1, "channels": [16, 32, 64, 64], "num_res_blocks": 1,
                               "downsample_factors": 4, "attention_levels": [2, 3]}},
         "diffusion": {"timesteps": 1000, "schedule": "cosine"},
-        "train": {"steps": steps, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.999, "ema_start": 200,
+        "train": {"steps": steps, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995, "ema_start": 200,
                   "log_every": 50, "checkpoint_every": 0, "keep_checkpoints": 1},
         "sample": {"num": 8, "sampler": "dpm-solver++", "steps": 20},
     }
