@@ -469,7 +469,8 @@ class Trainer:
 
     def run(self) -> Run:
         try:
-            with _StopRequest() as stop:
+            # Training needs gradients even when the caller is inside torch.no_grad() or inference_mode().
+            with _StopRequest() as stop, torch.inference_mode(False), torch.enable_grad():
                 return self._run(stop)
         finally:
             if self.dist.main:
@@ -550,4 +551,6 @@ def train(config: Union[str, Path, Mapping[str, Any], Config], *, overrides: Ove
         config = validate(apply_overrides(raw, overrides), "config")
     else:
         config = load_config(config, overrides)
-    return Trainer(config, resume=resume, progress=progress).run()
+    # Even when called inside torch.no_grad() or inference_mode(): the model must be built for autograd.
+    with torch.inference_mode(False), torch.enable_grad():
+        return Trainer(config, resume=resume, progress=progress).run()

@@ -30,6 +30,15 @@ def test_train_from_a_mapping_with_overrides_returns_the_run(tiny):
     assert [row["step"] for row in run.metrics()] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_train_inside_no_grad_still_trains(tiny, context):
+    """A benchmark or notebook that calls train() inside torch.no_grad() gets a trained run, not an autograd error."""
+    with context():
+        run = diffkit.train(tiny(), overrides={"train.steps": 3, "sample.num": 1}, progress=False)
+    assert [row["step"] for row in run.metrics()] == [1, 2, 3]
+    assert all(np.isfinite(row["loss"]) for row in run.metrics())
+
+
 def test_open_sample_continue_and_fine_tune(trained, tmp_path, tiny):
     run = diffkit.open_run(trained.path)
     diffusion = run.diffusion()  # EMA weights, eval mode, newest checkpoint
