@@ -151,7 +151,8 @@ def top_classifier_ceiling() -> dict:
     half_a, half_b = dq.train_halves()
     out = {"posterior": [], "accuracy": []}
     for seed in (0, 1):
-        net = dq.train_classifier(blank_bottom(xt[half_a]), yt[half_a], seed=seed)
+        with torch.enable_grad():  # the benchmark samples under no_grad
+            net = dq.train_classifier(blank_bottom(xt[half_a]), yt[half_a], seed=seed)
         with torch.no_grad():
             logits_b, logits = net(blank_bottom(xt[half_b])), net(blank_bottom(x))
         temps = torch.arange(0.5, 5.0, 0.05)
@@ -234,7 +235,8 @@ def reconstruction_guided_sample(model, known: torch.Tensor, mask: torch.Tensor,
 # --- the benchmark's digits part -------------------------------------------------------------------
 
 SWEEP_SEED, HEADLINE_SEEDS = 1, (2, 3)  # settings are compared on one noise seed, the best re-run on fresh ones
-RECON_WEIGHT = 50.0  # reconstruction guidance weight, picked on the sweep seed (20-200 tried)
+RECON_WEIGHT = 50.0  # reconstruction guidance weight, picked on the sweep seed (5-200 tried)
+COND_RECON_WEIGHT = 20.0  # the same for the class-conditional model with a label (20 and 50 tried)
 CLASSIFIER_LEVELS, CLASSIFIER_DRAWS = 10, 4  # the diffusion classifier's cost: 10 × 4 × 10 labels = 400 calls
 
 
@@ -258,13 +260,12 @@ def engine_settings() -> list[tuple[str, dict]]:
 
 
 def recon_settings() -> list[tuple[str, dict]]:
-    """(row name, reconstruction_guided_sample options)."""
-    w = RECON_WEIGHT
-    return [
-        (f"dpm-solver++ 20 + reconstruction guidance w={w:g}", dict(weight=w, sampler="dpm-solver++", steps=20)),
-        (f"ddpm 50 + reconstruction guidance w={w:g}", dict(weight=w, sampler="ddpm", steps=50)),
-        (f"ddpm 100 + reconstruction guidance w={w:g}", dict(weight=w, sampler="ddpm", steps=100)),
-    ]
+    """(row name, reconstruction_guided_sample options): the weight swept on the fast sampler, then more steps."""
+    rows = [(f"dpm-solver++ 20 + reconstruction guidance w={w:g}", dict(weight=w, sampler="dpm-solver++", steps=20))
+            for w in (5.0, 20.0, RECON_WEIGHT, 200.0)]
+    rows += [(f"ddpm {n} + reconstruction guidance w={w:g}", dict(weight=w, sampler="ddpm", steps=n))
+             for n, w in ((50, RECON_WEIGHT), (50, 2 * RECON_WEIGHT), (100, RECON_WEIGHT))]
+    return rows
 
 
 def calls_of(model, options: dict) -> int:
@@ -365,28 +366,31 @@ def bench(rows: list, lines: list, old_model=None, old_facts=None) -> dict:
             "unconditional")
 
     # The class-conditional model: the label read off the top half by the model itself, then guided inpainting.
-    t0 = time.process_time()
-    errors = class_errors(cond, x, range(10), mask=mask, levels=CLASSIFIER_LEVELS, draws=CLASSIFIER_DRAWS,
-                          generator=torch.Generator().manual_seed(3))
-    classifier_seconds = time.process_time() - t0
-    inferred = errors.argmin(1)
-    classifier_calls = CLASSIFIER_LEVELS * CLASSIFIER_DRAWS * 10
-    rows.append(["digits: diffusion classifier", f"class-conditional model: label of least denoising error on the top "
-                 f"half ({CLASSIFIER_LEVELS} levels × {CLASSIFIER_DRAWS} draws × 10 labels)", classifier_calls,
-                 f"{float((inferred == y).float().mean()):.1%}", ""])
-    w = RECON_WEIGHT
-    for label_name, labels in (("inferred label", inferred), ("true label (not allowed: an upper bound)", y),
-                               ("null label", None)):
-        prefix = classifier_calls if labels is inferred else 0
-        for g in ((1.0, 2.0) if labels is not None else (1.0,)):
-            guidance = f", guidance {g:g}" if labels is not None else ""
+    for levels, draws in ((10, 1), (20, 1), (CLASSIFIER_LEVELS, CLASSIFIER_DRAWS)):
+        t0 = time.process_time()
+        errors = class_errors(cond, x, range(10), mask=mask, levels=levels, draws=draws,
+                              generator=torch.Generator().manual_seed(3))
+        classifier_seconds = time.process_time() - t0
+        inferred = errors.argmin(1)
+        classifier_calls = levels * draws * 10
+        rows.append(["digits: diffusion classifier", f"class-conditional model: label of least denoising error on "
+                     f"the top half ({levels} levels × {draws} draws × 10 labels)", classifier_calls,
+                     f"{float((inferred == y).float().mean()):.1%}", ""])
+        print(rows[-1], flush=True)
+    w = COND_RECON_WEIGHT
+    for label_name, labels, scales in (("inferred label", inferred, (1.0, 2.0)),
+                                       ("true label (not allowed: an upper bound)", y, (2.0,)),
+                                       ("null label", None, (1.0,))):
+        prefix = f"{classifier_calls} + " if labels is inferred else ""
+        for g in scales:
+            guidance, doubled = (f", guidance {g:g}", " × 2") if g != 1.0 else ("", "")
             out = cond.sample(len(x), known=x, mask=mask, sampler="dpm-solver++", steps=20, resample=1, y=labels,
                               guidance_scale=g, generator=generator())
-            calls = (prefix + 20) if g == 1.0 else f"{prefix} + 20 × 2"
-            add(f"{label_name}{guidance}, dpm-solver++ 20, replacement only", calls, out, "class-conditional")
+            add(f"{label_name}{guidance}, dpm-solver++ 20, replacement only", f"{prefix}20{doubled}", out,
+                "class-conditional")
             out = reconstruction_guided_sample(cond, x, mask, w, y=labels, guidance_scale=g, generator=generator())
-            d = add(f"{label_name}{guidance}, dpm-solver++ 20 + reconstruction guidance w={w:g}",
-                    f"{prefix} + 20{' × 2' if g != 1.0 else ''} + 20 backward", out, "class-conditional")
+            add(f"{label_name}{guidance}, dpm-solver++ 20 + reconstruction guidance w={w:g}",
+                f"{prefix}20{doubled} + 20 backward", out, "class-conditional")
             if labels is inferred and g == 2.0:
                 shown["cond"] = out
     lines += [
@@ -413,10 +417,9 @@ def summary(rows: list) -> list[str]:
         return ["Digits: not run."]
 
     def get(*words: str) -> str:
-        for row in rows:
-            if all(w in row[1] for w in words):
-                return str(row[3])
-        return "not run"
+        """The result of the last row whose task and setting hold all of ``words``."""
+        found = [row for row in rows if all(w in f"{row[0]}: {row[1]}" for w in words)]
+        return str(found[-1][3]) if found else "not run"
 
     fresh = [row[3] for row in rows if "fresh noise" in row[1]]
     best_cond = max((row for row in rows if row[1].startswith("class-conditional: inferred label")),
