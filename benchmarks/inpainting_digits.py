@@ -303,10 +303,14 @@ def bench(rows: list, lines: list, old_model=None, old_facts=None) -> dict:
     cond, cond_facts = load("cond", 2000)
     shown: dict = {}
 
+    details: list = []  # per-class rows of the completions worth a closer look
+
     def add(setting: str, calls, out: torch.Tensor, model_name: str) -> dict:
         d = diagnose(judge, out, y)
         rows.append([task, f"{model_name}: {setting}", calls, _fmt(d), _conf(d)])
         print(rows[-1], d.get("confusions"), flush=True)
+        details.append([f"{model_name}: {setting}", *(f"{a:.0%}" for a in d["per_class"]),
+                        ", ".join(f"{a}→{b} ×{n}" for (a, b), n in d["confusions"][:3])])
         return d
 
     t0 = time.process_time()
@@ -393,6 +397,14 @@ def bench(rows: list, lines: list, old_model=None, old_facts=None) -> dict:
                 f"{prefix}20{doubled} + 20 backward", out, "class-conditional")
             if labels is inferred and g == 2.0:
                 shown["cond"] = out
+    from common import table
+
+    keep = ("engine default", "unconditional: dpm-solver++ 20, replacement only", "fresh noise",
+            "inferred label, guidance 2")
+    lines += ["", "Per class (share named as the original's class, by the original's class) and the commonest "
+              "confusions (original→named ×count):", "",
+              *table(["completion", *map(str, range(10)), "confusions"],
+                     [row for row in details if any(k in row[0] for k in keep)]), ""]
     lines += [
         f"- Digits models (new): `unet2d` 32/64/64, {uncond_facts['parameters'] / 1e6:.2f}M parameters, trained by "
         f"`benchmarks/inpainting_digits.py` with the recipe of `default_api_quality.py` (AdamW 1e-3, batch 64, "
