@@ -21,8 +21,10 @@ import torch
 
 from .samplers import noise_like
 
-DEFAULT_LEVELS = 10  # timesteps per error; with 8×8 digits 10 levels classify as well as 50 did
-DEFAULT_DRAWS = 1  # noise draws per timestep
+# Timesteps per error and noise draws per timestep. On the top halves of 8×8 digits (benchmarks/inpainting.py):
+# 10 × 1 names 85 % of the classes (100 calls with 10 labels), 20 × 1 86 %, 10 × 4 88 % (and 50 × 1 88 %, tried once).
+DEFAULT_LEVELS = 10
+DEFAULT_DRAWS = 1
 
 
 def classifier_timesteps(num_timesteps: int, levels: int = DEFAULT_LEVELS) -> list[int]:
