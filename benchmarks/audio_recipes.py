@@ -22,6 +22,23 @@ from common import RESULTS, ROOT, machine, set_threads, table, write_results
 
 RUNS = ROOT / "runs" / "audio-recipes"
 LOG = RESULTS / "audio_recipes.jsonl"
+# What each recipe of the log changed, in words (its overrides are in the log).
+CHANGES = {
+    "baseline": "the example before: audio-fast, 800 steps, constant lr 1e-3, EMA 0.999 from step 200",
+    "emawarm-cos": "+ EMA warm-up from step 0, cosine lr decay",
+    "p4-attn13-emawarm-cos": "+ patch 4, widths 32-256 over 4 levels, attention at 256 and 16 positions; 1000 steps",
+    "p2-attn24-emawarm-cos": "+ patch 2, widths 16-256 over 5 levels, attention at 128 and 8 positions; 1300 steps "
+                             "(the final recipe, preset audio-p2)",
+    "p4-attn13-lr2e-3": "the patch-4 recipe at lr 2e-3, 1100 steps",
+}
+
+
+def tried_rows() -> list[list[str]]:
+    """The log as short rows (recipe, change, weights, CPU-min, pitch, chirps, purity, clipped)."""
+    rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
+    return [[r["name"], CHANGES.get(r["name"], ", ".join(r["overrides"])), r["weights"], f"{r['cpu_min']:.1f}",
+             f"{r['judge']['pitch']:.0%}", f"{r['judge']['per_class'][2]:.0%} / {r['judge']['per_class'][3]:.0%}",
+             f"{r['judge']['purity']:.2f}", f"{r['judge']['clipped']:.2%}"] for r in rows]
 
 
 def judge_run(path, per_class: int, sampler: str = "dpm-solver++", steps: int = 20, guidance: float = 2.0,

@@ -99,6 +99,20 @@ def train(name: str, steps: int) -> tuple[GaussianDiffusion, float]:
     return opened.diffusion(ema=True, device="cpu"), time.process_time() - c0
 
 
+@torch.no_grad()
+def heldout_loss(d: GaussianDiffusion, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean v-MSE over t = 50, 150, …, 950, the same noise for every network."""
+    g = torch.Generator().manual_seed(7)
+    losses = []
+    cond = d.conditioner(y)
+    for t in range(50, 1000, 100):
+        noise = torch.randn(x.shape, generator=g)
+        a, s = d.sqrt_alphas_cumprod[t], d.sqrt_one_minus_alphas_cumprod[t]
+        out = d.model(a * x + s * noise, torch.full((len(x),), t), cond=cond)
+        losses.append(float((out - (a * noise - s * x)).square().mean()))
+    return float(np.mean(losses))
+
+
 def quality_row(name: str, steps: int) -> list[str]:
     """Train ``name`` for ``steps`` on the tones folder; its CPU time, held-out v-loss and FFT judgement."""
     aq.export_tones()
