@@ -30,6 +30,7 @@ CHANGES = {
     "p2-attn24-emawarm-cos": "+ patch 2, widths 16-256 over 5 levels, attention at 128 and 8 positions; 1300 steps "
                              "(the final recipe, preset audio-p2)",
     "p4-attn13-lr2e-3": "the patch-4 recipe at lr 2e-3, 1100 steps",
+    "p2-attn124": "audio-p2 with attention at 512 positions too (8 samples each); 1200 steps",
 }
 
 
