@@ -2,7 +2,7 @@
 
 Run: python benchmarks/audio_quality.py [--retrain] [--steps N]
 (a first run writes the folder as ``diffkit export-demo tones runs/bench-tones/data --num 256`` does, trains
-the example config on it, one thread, about 7 CPU-minutes, and caches the run under runs/bench-tones;
+the example config on it, one thread, about 9 CPU-minutes, and caches the run under runs/bench-tones;
 later runs reuse it and take about 2 minutes.) Writes benchmarks/results/audio_quality.md and
 audio_spectrograms.png.
 
@@ -272,6 +272,7 @@ def main() -> None:
     noise_per_class, noise_all = match_rates(fft_classes(noise)["pred"], best["y"])
     purity_ratio = np.median(best["purity"]) / np.median(real["purity"])
     cpu_min = facts["train_cpu_seconds"] / 60
+    example = tomllib.loads(EXAMPLE.read_text())
 
     lines = [
         "# Audio: `examples/audio_wav.toml` on the tones demo folder, judged by FFT",
@@ -291,11 +292,15 @@ def main() -> None:
         f"- Data: `diffkit export-demo tones … --num 256` (16 kHz files), read by the example at {SAMPLE_RATE} Hz, "
         f"{LENGTH} samples ({LENGTH / SAMPLE_RATE:.2f} s): {', '.join(CLASSES)}. Low tone 110-220 Hz, high tone "
         "440-880 Hz, chirps f → 2f or 2f → f with f in 220-660 Hz; pitch, phase and loudness random within a class.",
-        f"- Model: `examples/audio_wav.toml` as committed (unet1d preset `audio-fast`, `labels` conditioner, "
-        f"v-prediction, cosine schedule, batch 16); {facts['parameters'] / 1e6:.2f}M parameters. Trained with "
+        f"- Model: `examples/audio_wav.toml` as committed (unet1d preset `{example['model']['options'].get('preset')}`, "
+        f"`labels` conditioner, v-prediction, cosine schedule, batch {example['data']['batch_size']}, lr "
+        f"{example['train']['lr']:g} with a {example['train'].get('lr_decay', 'constant')} decay, EMA decay "
+        f"{example['train']['ema_decay']}{' with warm-up' if example['train'].get('ema_warmup') else ''}); "
+        f"{facts['parameters'] / 1e6:.2f}M parameters. Trained with "
         f"diffkit's `Trainer` for {facts['train_steps']} steps: {cpu_min:.1f} CPU-minutes, "
         f"{facts['train_seconds'] / 60:.1f} wall-minutes on {facts['train_machine']} (a shared machine); "
-        f"final loss {facts['final_loss']}. Cached in `runs/bench-tones`; EMA weights.",
+        f"final loss {facts['final_loss']}. Cached in `runs/bench-tones`; EMA weights."
+        + (f" ({facts['note']}.)" if facts.get("note") else ""),
         "- Judge (FFT, Hann window, parabolic peak refinement): a tone matches when the clip's dominant frequency "
         f"lies in its class's band (±{TOLERANCE:.0%}) and the frequency is steady (last / first quarter within "
         f"×{SWEEP_RATIO} either way); a chirp matches when the last quarter's dominant frequency is ≥ ×{SWEEP_RATIO} "
@@ -345,6 +350,15 @@ def main() -> None:
         f"Sampling {len(best['y'])} clips at 20 calls took {best['seconds']:.0f} s. "
         f"Script runtime: {elapsed(started)} ({'training included' if trained else 'model cached'}).",
     ]
+    import audio_recipes
+
+    if audio_recipes.LOG.is_file():
+        lines += ["", "## What was tried", "",
+                  "Recipes for this example, in the order tried, each trained once on one thread "
+                  "(`benchmarks/audio_recipes.py`, full table in `audio_recipes.md`); judged with the rules above on 16 "
+                  "clips per class, dpm-solver++, 20 calls, guidance 2, so a class's share moves in steps of 6%.", ""]
+        lines += table(["recipe", "change", "weights", "CPU-min", "pitch", "rising / falling chirp", "track purity",
+                        "clipped"], audio_recipes.tried_rows(), align="llllrrrr")
     write_results("audio_quality.md", lines)
 
 

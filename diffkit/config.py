@@ -95,13 +95,15 @@ class DiffusionSection(_Section):
 class TrainSection(_Section):
     steps: int = Field(1000, ge=1)  # optimizer steps
     lr: float = Field(2e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)  # linear warm-up, then constant
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up, then lr_decay
+    lr_decay: Literal["constant", "cosine"] = "constant"  # after warm-up: constant, or a cosine down to 0 at `steps`
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0)  # max global gradient norm; omit to disable
     grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_start: int = Field(2000, ge=0)  # steps during which EMA just copies the weights
     ema_every: int = Field(1, ge=1)
+    ema_warmup: bool = False  # decay min(ema_decay, (1+n)/(10+n)) at the n-th update after ema_start (short runs)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 needs CUDA (it uses a gradient scaler)
     compile: bool = False  # torch.compile the backbone
     channels_last: bool = False  # memory format for 4-D / 5-D inputs on GPUs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -15,9 +15,15 @@ class EMA:
     Until ``start_step`` updates have been seen the copy simply tracks the live weights (the seed's
     ``ema_start``): averaging the random initial weights would only slow the average down.
     After that, every ``update_every``-th call moves it: ``ema ← decay·ema + (1-decay)·θ``.
+
+    ``warmup=True`` uses ``min(decay, (1 + n) / (10 + n))`` at the ``n``-th averaging update after
+    ``start_step`` (n = 1, 2, …; the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=…)``):
+    the average's window grows with the run instead of starting at ``1 / (1 - decay)`` updates, so a
+    short run's average is not dominated by the weights it had at ``start_step``. Off by default (the seed).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 2000, update_every: int = 1) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 2000, update_every: int = 1,
+                 warmup: bool = False) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
         if start_step < 0 or update_every < 1:
@@ -25,8 +31,18 @@ class EMA:
         self.decay = decay
         self.start_step = start_step
         self.update_every = update_every
+        self.warmup = warmup
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        """The decay of the averaging update made at ``self.num_updates`` (0 while it only copies)."""
+        if self.num_updates <= self.start_step:
+            return 0.0
+        if not self.warmup:
+            return self.decay
+        n = (self.num_updates - self.start_step) // self.update_every
+        return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -37,16 +53,19 @@ class EMA:
         if self.num_updates <= self.start_step:
             self._copy_from(model)
         else:
-            self.update_model_average(self.model, model)
+            self.update_model_average(self.model, model, self.current_decay())
 
-    def update_model_average(self, ema_model: nn.Module, current_model: nn.Module) -> None:
-        """The seed's name: one averaging step of ``ema_model`` towards ``current_model``."""
+    def update_model_average(self, ema_model: nn.Module, current_model: nn.Module,
+                             decay: Optional[float] = None) -> None:
+        """The seed's name: one averaging step of ``ema_model`` towards ``current_model`` (``decay``: default
+        ``self.decay``)."""
+        decay = self.decay if decay is None else decay
         ema_params = [p for p in ema_model.parameters() if p.is_floating_point()]
         cur_params = [p.detach() for p in current_model.parameters() if p.is_floating_point()]
         if len(ema_params) != len(cur_params):
             raise ValueError("EMA: the averaged model and the live model have different parameters")
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, cur_params, 1.0 - self.decay)
+            torch._foreach_lerp_(ema_params, cur_params, 1.0 - decay)
             for e, c in zip(ema_model.buffers(), current_model.buffers()):
                 e.copy_(c)
 
@@ -60,7 +79,7 @@ class EMA:
     def state_dict(self) -> dict[str, Any]:
         """Counters only; the averaged weights are ``self.model.state_dict()`` (saved as safetensors)."""
         return {"decay": self.decay, "start_step": self.start_step, "update_every": self.update_every,
-                "num_updates": self.num_updates}
+                "warmup": self.warmup, "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])

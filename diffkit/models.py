@@ -52,8 +52,9 @@ class AudioDDPM(GaussianDiffusion):
 
     With no ``model`` the backbone is the seed's ``UNet1D(in_channels=1, out_channels=1,
     channels=[32, 64, 128, 256], attention_levels=[2])`` (``unet1d``; ``backbone_options`` override
-    its options, and ``backbone_options={"preset": "audio-fast"}`` gives the faster recommended network
-    instead; pair it with ``objective="v"`` and the cosine schedule, as ``examples/audio_wav.toml`` does);
+    its options, and ``backbone_options={"preset": "audio-p2"}`` gives the faster recommended network
+    instead, ``"audio-fast"`` an older fast one; pair them with ``objective="v"`` and the cosine schedule, as
+    ``examples/audio_wav.toml`` does);
     ``model`` may also be a backbone name or any backbone module. ``betas`` default to
     the seed's linear schedule over 1000 steps; other keywords go to :class:`GaussianDiffusion`.
     """

@@ -323,7 +323,8 @@ class Trainer:
         if c.train.channels_last and len(self.info.example_shape) in (3, 4):
             fmt = torch.channels_last if len(self.info.example_shape) == 3 else torch.channels_last_3d
             self.diffusion.model.to(memory_format=fmt)
-        self.ema = EMA(self.diffusion, decay=t.ema_decay, start_step=t.ema_start, update_every=t.ema_every)
+        self.ema = EMA(self.diffusion, decay=t.ema_decay, start_step=t.ema_start, update_every=t.ema_every,
+                       warmup=t.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.diffusion.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.skipped = 0
@@ -369,8 +370,16 @@ class Trainer:
                                 f"one more) needs about {_mib(needed)}")
 
     def _lr(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``, then
+        constant or, with ``lr_decay = "cosine"``, half a cosine from ``lr`` down to 0 at ``steps`` (Loshchilov &
+        Hutter 2017, without restarts): a short run ends on small steps, which its EMA no longer has to average out."""
         t = self.config.train
-        return t.lr * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else t.lr
+        if t.warmup_steps and step < t.warmup_steps:
+            return t.lr * (step + 1) / t.warmup_steps
+        if t.lr_decay == "cosine":
+            progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+            return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return t.lr
 
     def _autocast(self):
         if self.config.train.precision == "fp32":

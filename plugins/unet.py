@@ -30,13 +30,21 @@ PRESETS: dict[str, dict[str, Any]] = {
                          attention_levels=[1], dropout=0.1),
 }
 
-# ``unet1d`` presets. "audio-fast": waveforms at 8-16 kHz; 8 samples folded into channels (patch_size),
-# then 3 levels ×4 apart (4096 samples → 512 → 128 → 32 positions), attention at the coarsest; no
-# convolution at the full rate. About 3× faster per training step than the seed's
+# ``unet1d`` presets, for waveforms at 8-16 kHz; neither runs a convolution at the full rate.
+# "audio-fast": 8 samples folded into channels (patch_size), then 3 levels ×4 apart (4096 samples → 512
+# → 128 → 32 positions), attention at the coarsest. About 3× faster per training step than the seed's
 # channels=[32, 64, 128, 256] with factors of 4, though it learns less per step (benchmarks/results/audio_speed.md).
+# "audio-p2" (recommended, examples/audio_wav.toml): 2 samples folded, then 5 levels ×4 apart (4096 → 2048 →
+# 512 → 128 → 32 → 8 positions), narrow at the fine levels (16, 32 channels) where the positions are many, with
+# attention at 128 positions (32 samples each, about one period of a tone or more) as well as at the coarsest:
+# far-apart periods can line up there, which keeps the pitch steady and the tone clean. A fine first level
+# costs little at 16 channels: about 1.5× cheaper per step than audio-fast, and far better per CPU-minute on the
+# tones demo (track purity 0.81 against 0.38-0.47; benchmarks/results/audio_recipes.md, audio_speed.md).
 PRESETS_1D: dict[str, dict[str, Any]] = {
     "audio-fast": dict(in_channels=1, channels=[64, 128, 256], num_res_blocks=1, attention_levels=[2],
                        downsample_factors=4, patch_size=8),
+    "audio-p2": dict(in_channels=1, channels=[16, 32, 64, 128, 256], num_res_blocks=1, attention_levels=[2, 4],
+                     downsample_factors=4, patch_size=2),
 }
 
 
@@ -318,6 +326,6 @@ def _unet3d(preset: Optional[str] = None, **options: Any) -> UNet:
 
 @hookimpl
 def diffkit_register_backbones(register) -> None:
-    register("unet1d", _unet1d, "1-D UNet for waveforms (B, C, L); 'downsample_factors' for long audio; preset 'audio-fast'")
+    register("unet1d", _unet1d, "1-D UNet for waveforms (B, C, L); 'downsample_factors' for long audio; presets 'audio-p2' (recommended), 'audio-fast'")
     register("unet2d", _unet2d, "2-D UNet for images (B, C, H, W); preset 'ddpm-cifar10'")
     register("unet3d", _unet3d, "3-D UNet for volumes (B, C, D, H, W)")

@@ -30,9 +30,12 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
     write_folder(tmp_path / "wavs", classes)
     run = tmp_path / "run"
     overrides = [f"run.dir={run}", f"data.options.root={tmp_path / 'wavs'}", "train.steps=2", "train.log_every=1",
-                 "data.batch_size=4", "sample.num=3", "sample.steps=2", "model.options.channels=[8, 16, 16]"]
+                 "data.batch_size=4", "sample.num=3", "sample.steps=2",
+                 # tiny widths, one per level of the example's preset (audio-p2 has 5, audio-fast 3)
+                 "model.options.channels=" + {"audio_wav.toml": "[8, 8, 8, 16, 16]", "speech_digits.toml": "[8, 16, 16]"}[example]]
     config = load_config(EXAMPLES / example, overrides)
-    assert config.model.options["preset"] == "audio-fast" and config.diffusion.objective == "v"
+    preset = {"audio_wav.toml": "audio-p2", "speech_digits.toml": "audio-fast"}[example]
+    assert config.model.options["preset"] == preset and config.diffusion.objective == "v"
     Trainer(config, progress=False).run()
 
     wavs = sorted((run / "samples").glob("*.wav"))

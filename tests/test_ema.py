@@ -50,3 +50,26 @@ def test_ema_model_has_no_gradients_and_seed_name_works():
     assert torch.equal(ema.model[0].bias, model[0].bias)
     with pytest.raises(ValueError, match="decay"):
         EMA(model, decay=1.5)
+
+
+def test_ema_warmup_decay_is_min_of_decay_and_1_plus_n_over_10_plus_n():
+    model = make()
+    ema = EMA(model, decay=0.3, start_step=1, warmup=True)
+    seen = []
+    for _ in range(5):
+        ema.update(model)
+        seen.append(ema.current_decay())
+    # update 1 copies; updates 2, 3, … are averaging updates n = 1, 2, …: 2/11, 3/12, then the cap 0.3 < 4/13
+    assert seen == [0.0, 2 / 11, 3 / 12, 0.3, 0.3]
+    assert EMA(model, decay=0.5, start_step=0).current_decay() == 0.0
+
+
+def test_ema_warmup_averages_with_the_warmed_up_decay():
+    model = make()
+    ema = EMA(model, decay=0.999, start_step=0, warmup=True)
+    start = ema.model[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(11.0)
+    ema.update(model)  # n = 1: decay 2/11, so the average moves 9/11 of the way
+    torch.testing.assert_close(ema.model[0].weight, start + 9.0)
+    assert ema.state_dict()["warmup"] is True

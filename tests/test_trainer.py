@@ -139,3 +139,13 @@ def test_torchrun_trains_with_ddp_and_resumes_bit_exact(tiny, tmp_path):
     state = torch.load(b_run / "checkpoints/step_00000006/state.pt", weights_only=True)
     assert state["processes"] == 2 and len(state["rng_per_rank"]) == 2
     assert not torch.equal(state["rng_per_rank"][0]["torch"], state["rng_per_rank"][1]["torch"])
+
+
+def test_cosine_lr_decay_after_warmup_logs_the_closed_form(tiny):
+    import math
+
+    run = train(tiny(train={"steps": 6, "lr": 1e-3, "warmup_steps": 2, "lr_decay": "cosine", "ema_warmup": True}))
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # warm-up 1/2, 2/2 of lr; then half a cosine over the remaining 4 steps: progress 0, 1/4, 2/4, 3/4
+    expected = [5e-4, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-9)

@@ -226,3 +226,22 @@ def test_audio_fast_preset_runs_no_convolution_at_the_full_rate():
     assert diffkit.create_backbone("unet1d").patch_size == 1
     with pytest.raises(ValueError, match="presets: audio-fast"):
         diffkit.create_backbone("unet1d", preset="ddpm-cifar10")
+
+
+def test_audio_p2_preset_folds_2_samples_and_attends_at_128_and_8_positions():
+    from diffkit.layers import AttentionBlock
+
+    net = diffkit.create_backbone("unet1d", preset="audio-p2", cond_dim=8)
+    assert (net.patch_size, net.downsample_factors, net.size_multiple) == (2, [4, 4, 4, 4], 512)
+    convs, attention = [], []
+    hooks = [m.register_forward_hook(lambda m, i, o: convs.append(i[0].shape[-1]))
+             for m in net.modules() if isinstance(m, torch.nn.Conv1d)]
+    hooks += [m.register_forward_hook(lambda m, i, o: attention.append(i[0].shape[-1]))
+              for m in net.modules() if isinstance(m, AttentionBlock)]
+    out = net(torch.randn(2, 1, 4096), torch.tensor([3, 700]), torch.randn(2, 8))
+    assert out.shape == (2, 1, 4096)
+    assert max(convs) == 4096 // 2 and min(convs) == 4096 // 512
+    # level 4 (1 down + 2 up blocks) and the middle one at 8 positions; level 2 (1 + 2) at 128
+    assert sorted(attention) == [8] * 4 + [128] * 3
+    for h in hooks:
+        h.remove()
