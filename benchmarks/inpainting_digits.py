@@ -206,6 +206,7 @@ def reconstruction_guided_sample(model, known: torch.Tensor, mask: torch.Tensor,
     the unknown part hears of the known part through the network's gradient, not only through the noisy
     state. One forward and one backward pass per step (about 3 forward passes' work)."""
     from diffkit import inpaint
+    from diffkit.diffusion import extract
     from diffkit.samplers import noise_like
 
     sampler_fn, timesteps, options = model.check_sample_args(len(known), sampler=sampler, steps=steps, y=y,
@@ -219,8 +220,8 @@ def reconstruction_guided_sample(model, known: torch.Tensor, mask: torch.Tensor,
             x_in = x_t.detach().requires_grad_(True)
             _, x0 = model.predict(x_in, t, y, guidance_scale)
             (grad,) = torch.autograd.grad(((x0 - known) * mask).square().sum(), x_in)
-        a = a_all[t].view(-1, *[1] * (x_t.ndim - 1)).to(x_t.dtype)
-        s = s_all[t].view(-1, *[1] * (x_t.ndim - 1)).to(x_t.dtype)
+        a = extract(a_all, t, x_t.shape).to(x_t.dtype)
+        s = extract(s_all, t, x_t.shape).to(x_t.dtype)
         x0 = (x0.detach() - weight * a / 2 * grad).clamp(-1, 1)
         return (x_t - a * x0) / s, x0
 

@@ -14,7 +14,6 @@ Network calls: ``levels × draws × labels`` (each a batch of the examples).
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -60,17 +59,17 @@ def class_errors(
     batch = x.shape[0]
     errors = torch.zeros(batch, len(labels), dtype=torch.float64, device=x.device)
     y = torch.tensor(labels, device=x.device).repeat_interleave(batch)  # label-major: [c0]*B, [c1]*B, …
+    reps = (len(labels),) + (1,) * (x.ndim - 1)  # the batch repeated once per label
+    known = weight.repeat(reps)
     for t_index in classifier_timesteps(diffusion.num_timesteps, levels):
-        abar = float(diffusion.alphas_cumprod[t_index])
+        t = torch.full((batch,), t_index, device=x.device, dtype=torch.long)
         for _ in range(draws):
             eps = noise_like(x.shape, generator, x.device, x.dtype)
-            x_t = math.sqrt(abar) * x + math.sqrt(1.0 - abar) * eps
+            x_t = diffusion.perturb_x(x, t, eps)
             if mask is not None:  # unknown elements: N(0, 1), independent of x
                 x_t = torch.where(weight > 0, x_t, noise_like(x.shape, generator, x.device, x.dtype))
-            t = torch.full((batch * len(labels),), t_index, device=x.device, dtype=torch.long)
-            eps_hat, _ = diffusion.predict(x_t.repeat(len(labels), *[1] * (x.ndim - 1)), t, y)
-            sq = ((eps_hat - eps.repeat(len(labels), *[1] * (x.ndim - 1))) ** 2 * weight.repeat(
-                len(labels), *[1] * (x.ndim - 1))).flatten(1).sum(1) / weight.flatten(1).sum(1).repeat(len(labels))
+            eps_hat, _ = diffusion.predict(x_t.repeat(reps), t.repeat(len(labels)), y)
+            sq = ((eps_hat - eps.repeat(reps)) ** 2 * known).flatten(1).sum(1) / known.flatten(1).sum(1)
             errors += sq.double().view(len(labels), batch).T
     return errors / (levels * draws)
 

@@ -177,9 +177,8 @@ def sample_known(
         repeats = resample if _resampled(abar[t_start], resample_below) else 1
         # A resampled segment is a loop, which must mix: ancestral steps, not the sampler's own.
         looping = repeats > 1 and loop_sampler is not None
-        descend, descend_options = (loop_sampler, {}) if looping else (sampler_fn, options)
-        if looping and loop_sampler is sampler_fn:  # e.g. DDPM's own loops keep its variance= option
-            descend_options = options
+        descend = loop_sampler if looping else sampler_fn
+        descend_options = options if descend is sampler_fn else {}  # the sampler's options are its own
         for r in range(repeats):
             try:
                 x_end = descend(denoise, x, alphas_cumprod, segment, generator=generator, progress=progress,

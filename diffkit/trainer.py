@@ -478,8 +478,8 @@ class Trainer:
 
     def run(self) -> Run:
         try:
-            # Training needs gradients even when the caller is inside torch.no_grad() or inference_mode().
-            with _StopRequest() as stop, torch.inference_mode(False), torch.enable_grad():
+            # Training needs gradients even when the caller is inside torch.no_grad().
+            with _StopRequest() as stop, torch.enable_grad():
                 return self._run(stop)
         finally:
             if self.dist.main:
@@ -560,6 +560,6 @@ def train(config: Union[str, Path, Mapping[str, Any], Config], *, overrides: Ove
         config = validate(apply_overrides(raw, overrides), "config")
     else:
         config = load_config(config, overrides)
-    # Even when called inside torch.no_grad() or inference_mode(): the model must be built for autograd.
-    with torch.inference_mode(False), torch.enable_grad():
+    # Even when called inside torch.inference_mode(): the model must be built as ordinary (autograd) tensors.
+    with torch.inference_mode(False):
         return Trainer(config, resume=resume, progress=progress).run()
