@@ -240,6 +240,7 @@ class GaussianDiffusion(nn.Module):
         resample: Optional[int] = None,
         jump_length: Optional[int] = None,
         resample_below: Optional[float] = None,
+        reconstruction: Optional[float] = None,
         **options: Any,
     ) -> torch.Tensor:
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
@@ -255,6 +256,8 @@ class GaussianDiffusion(nn.Module):
         :mod:`diffkit.inpaint`. ``resample`` and ``jump_length`` are RePaint's, applied where σ_t/α_t ≤
         ``resample_below`` (each default per sampler: :data:`diffkit.inpaint.DEFAULT_RESAMPLE`); the
         network is called :func:`diffkit.inpaint.network_calls` times (resample × the low-noise steps + the rest).
+        ``reconstruction`` (a weight, default off) adds reconstruction guidance toward the known part
+        (:func:`diffkit.inpaint.reconstruction_guided`: a backward pass per call as well).
         """
         sampler_fn, timesteps, options = self.check_sample_args(
             batch_size, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, **options)
@@ -266,8 +269,8 @@ class GaussianDiffusion(nn.Module):
             raise ValueError("inpainting needs both known= and mask= (True = known)")
         if known is not None:
             known, mask = inpaint.check_known(known, mask, shape)
-        elif resample is not None or jump_length is not None or resample_below is not None:
-            raise ValueError("resample=, jump_length= and resample_below= apply to inpainting only: "
+        elif resample is not None or jump_length is not None or resample_below is not None or reconstruction is not None:
+            raise ValueError("resample=, jump_length=, resample_below= and reconstruction= apply to inpainting only: "
                              "give known= and mask= too")
         x = noise_like(shape, generator, device, dtype)
 
@@ -280,6 +283,10 @@ class GaussianDiffusion(nn.Module):
         if known is None:
             x = sampler_fn(denoise, x, self.alphas_cumprod, timesteps, generator=generator, progress=progress, **options)
         else:
+            if reconstruction:
+                denoise = inpaint.reconstruction_guided(
+                    denoise, self.alphas_cumprod, known, mask, reconstruction,
+                    lambda x0: objectives.threshold_x0(x0, self.threshold, self.threshold_percentile))
             default = inpaint.default_resample(sampler)
             x = inpaint.sample_known(sampler_fn, denoise, x, self.alphas_cumprod, timesteps, known, mask,
                                      resample=default.resample if resample is None else resample,

@@ -112,6 +112,44 @@ def check_known(known: torch.Tensor, mask: torch.Tensor, shape: Sequence[int]) -
     return known.expand(shape), mask
 
 
+def reconstruction_guided(
+    denoise: Denoiser,
+    alphas_cumprod: torch.Tensor,
+    known: torch.Tensor,
+    mask: torch.Tensor,
+    weight: float,
+    limit_x0: Callable[[torch.Tensor], torch.Tensor] = lambda x0: x0,
+) -> Denoiser:
+    """``denoise`` with reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7): x̂0 is
+    moved by -``weight``·α_t/2 · ∇_{x_t} ‖mask·(x̂0(x_t) - known)‖², then kept in range by ``limit_x0``.
+
+    Replacement tells the unknown part about the known part only through the noisy state; the gradient
+    tells it what x̂0 of the known part the network would have to predict, and which way to move. Read as
+    a posterior score, it takes p(known | x_t) to be Gaussian around x̂0 with variance σ_t²/(weight·α_t²).
+    Each call is one forward and one backward pass of the network (about three forwards' work).
+    """
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"reconstruction weight must be a finite number >= 0, got {weight}")
+    from .diffusion import extract  # diffusion imports this module
+
+    sqrt_abar = alphas_cumprod.sqrt()
+    sqrt_one_minus = (1.0 - alphas_cumprod).sqrt()
+    with torch.inference_mode(False):  # tensors made under inference mode cannot be saved for backward
+        known, mask = known.clone(), mask.clone()
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(False), torch.enable_grad():
+            x_in = x_t.clone().requires_grad_(True)
+            _, x0 = denoise(x_in, t)
+            (grad,) = torch.autograd.grad((x0 - known).masked_fill(~mask, 0.0).square().sum(), x_in)
+        a = extract(sqrt_abar, t, x_t.shape).to(x_t.dtype)
+        s = extract(sqrt_one_minus, t, x_t.shape).to(x_t.dtype)
+        x0 = limit_x0(x0.detach() - weight * a / 2 * grad)
+        return (x_t - a * x0) / s, x0
+
+    return guided
+
+
 class _Landed(Exception):
     """Raised by the step hook when a segment's descent reaches its end: stops the sampler there."""
 

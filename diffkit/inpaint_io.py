@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--jump-length", type=int, help="RePaint segment length in steps (default: the sampler's)")
     g.add_argument("--resample-below", type=float, metavar="RATIO",
                    help="RePaint: resample only where the noise-to-signal ratio σ_t/α_t is at most this (default: the sampler's)")
+    g.add_argument("--reconstruction", type=float, metavar="WEIGHT",
+                   help="reconstruction guidance toward the known part (default off; a backward pass per call; "
+                        "e.g. 50 with --resample 1: see the README)")
     g.add_argument("--overlap", type=float, help="--extend: known part of each window (seconds or pixels; default half a window)")
 
 
@@ -82,7 +85,8 @@ def inpaint_command(
         y = sample_labels(diffusion, num, labels).to(device)
     options = dict(sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
                    generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
-                   resample=args.resample, jump_length=args.jump_length, resample_below=args.resample_below)
+                   resample=args.resample, jump_length=args.jump_length, resample_below=args.resample_below,
+                   reconstruction=args.reconstruction)
     if eta:
         options["eta"] = eta
     rate = info.sample_rate

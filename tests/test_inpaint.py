@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffkit import GaussianDiffusion
-from diffkit.inpaint import check_known, default_resample, extend, network_calls
+from diffkit.inpaint import check_known, default_resample, extend, network_calls, reconstruction_guided
 from diffkit.samplers import DEFAULT_SPACING, SAMPLERS, timestep_schedule
 from diffkit.schedules import cosine_beta_schedule
 from diffkit.testing import CorrelatedGaussianOracle
@@ -198,6 +198,8 @@ def test_inpainting_options_without_known_are_refused():
         diffusion.sample(2, mask=torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="inpainting only"):
         diffusion.sample(2, resample=3)
+    with pytest.raises(ValueError, match="inpainting only"):
+        diffusion.sample(2, reconstruction=1.0)
 
 
 def test_extend_continues_an_ar1_signal_with_its_conditional_law():
@@ -246,3 +248,51 @@ def test_labels_and_guidance_work_as_when_sampling():
     assert len(backbone.batch_sizes) == 20 and set(backbone.batch_sizes) == {4}
     assert torch.equal(x[..., :3], known[..., :3].expand(2, -1, -1))
     assert not torch.allclose(x[0, 0, 3:], x[1, 0, 3:])
+
+
+def test_reconstruction_guidance_matches_its_closed_form():
+    """For the Gaussian oracle x̂0(x_t) = μ + C·(x_t - aμ) with C = aΣ(a²Σ + σ²I)⁻¹ (symmetric), so the
+    guided x̂0 - w·a/2·∇‖m·(x̂0 - known)‖² is x̂0 - w·a·C·m·(x̂0 - known), and ε̂ = (x_t - a·x̂0)/σ."""
+    shape = (1, 3, 4)
+    diffusion, oracle = oracle_diffusion(shape, rho=0.7)
+    gen = torch.Generator().manual_seed(0)
+    known = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[..., :2] = True
+    x_t = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
+    t = torch.tensor([30, 80])
+    weight = 3.0
+    guided = reconstruction_guided(lambda x, tt: diffusion.predict(x, tt), diffusion.alphas_cumprod,
+                                   known, mask.expand(2, *shape), weight)
+    with torch.no_grad():  # as sample() calls it
+        eps, x0 = guided(x_t, t)
+    cov, m = oracle.covariance(), mask.reshape(-1).double()
+    for i in range(2):
+        abar = diffusion.alphas_cumprod[t[i]]
+        a, s = abar.sqrt(), (1 - abar).sqrt()
+        gain = a * cov @ torch.linalg.inv(abar * cov + s * s * torch.eye(12, dtype=torch.float64))
+        plain = MEAN + gain @ (x_t[i].reshape(-1) - a * MEAN)
+        expected = plain - weight * a * gain @ (m * (plain - known[i].reshape(-1)))
+        assert torch.allclose(x0[i].reshape(-1), expected, atol=1e-9)
+        assert torch.allclose(eps[i].reshape(-1), (x_t[i].reshape(-1) - a * expected) / s, atol=1e-9)
+
+
+def test_reconstruction_guidance_pulls_replacement_toward_the_conditional():
+    """Off (0) it is plain replacement, bit for bit; a moderate weight cuts replacement's error of the
+    conditional mean by more than half (27 → 7 standard errors on rank 4); it is an approximation (the
+    known part's likelihood taken as Gaussian around x̂0), not exact: the test's bar is met only with
+    resampling as well. Works inside torch.inference_mode() (the backward pass leaves it)."""
+    diffusion, known, mask, mean, std = problem(4)
+    run = lambda **kw: diffusion.sample(N, sampler="dpm-solver++", steps=25, known=known[None], mask=mask,  # noqa: E731
+                                        resample=1, generator=torch.Generator().manual_seed(0), **kw)
+    plain = run()
+    assert torch.equal(run(reconstruction=0.0), plain)
+    with torch.inference_mode():
+        guided = run(reconstruction=5.0)
+    z_plain, _ = errors(plain, mask, mean, std)
+    z_guided, std_guided = errors(guided, mask, mean, std)
+    assert torch.equal(guided[:, mask], known[mask].to(guided.dtype).expand(N, -1))
+    assert z_guided < z_plain / 2, (z_plain, z_guided)
+    assert z_guided > MAX_Z or abs(std_guided) > MAX_STD  # not exact on its own
+    with pytest.raises(ValueError, match="reconstruction weight"):
+        run(reconstruction=-1.0)

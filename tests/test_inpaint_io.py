@@ -97,6 +97,7 @@ def test_image_mask_png_and_extension(image_run, tmp_path, capsys):
     (["--box", "0,0,2,2", "--extend", "3"], "give one region"),
     (["--box", "0,0,2,2", "--resample-below", "-1"], "resample_below must be >= 0"),
     (["--box", "0,0,2,2", "--resample-below", "nan"], "resample_below must be >= 0"),
+    (["--box", "0,0,2,2", "--reconstruction", "-1"], "reconstruction weight must be a finite number >= 0"),
 ])
 def test_bad_image_regions_are_one_line_errors(image_run, tmp_path, capsys, args, message):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "in.png")
@@ -132,6 +133,11 @@ def test_audio_gap_in_a_longer_file_and_extension(audio_run, tmp_path, capsys):
     keep[400:480] = False
     assert np.abs(data[keep] - wave[keep]).max() < 1e-4  # 16-bit PCM
     assert np.abs(data[~keep] - wave[~keep]).max() > 1e-2  # a 1-step model does not know the tone
+    # With reconstruction guidance: another completion, the known part as exactly kept.
+    assert main(["sample", str(audio_run), "--input", str(tmp_path / "tone.wav"), "--gap", "0.100:0.120",
+                 "--reconstruction", "5", "--out", str(out / "guided"), *FAST]) == 0
+    guided, _ = sf.read(capsys.readouterr().out.split()[0], dtype="float32")
+    assert np.abs(guided[keep] - wave[keep]).max() < 1e-4 and not np.allclose(guided[~keep], data[~keep])
     picture = np.asarray(Image.open(png))
     assert (picture == [0, 255, 255]).all(-1).any()  # the filled region is marked in cyan
     assert main(["sample", str(audio_run), "--input", str(tmp_path / "tone.wav"), "--extend", "0.1",
