@@ -193,46 +193,6 @@ def kernel_posterior_ceiling(judge, neighbours: int = 100) -> dict:
     return out
 
 
-# --- reconstruction guidance: an experiment outside the engine ------------------------------------
-
-
-def reconstruction_guided_sample(model, known: torch.Tensor, mask: torch.Tensor, weight: float, *,
-                                 sampler: str = "dpm-solver++", steps: int = 20, resample: int = 1,
-                                 jump_length: int = 5, resample_below: float = 0.5,
-                                 y: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                                 generator: torch.Generator | None = None, **options) -> torch.Tensor:
-    """Inpainting with replacement plus reconstruction guidance (Ho et al. 2022, "Video Diffusion Models",
-    eq. 7): the denoised estimate is moved along -∇_{x_t} ‖mask·(known - x̂0)‖², scaled by weight·α_t/2, so
-    the unknown part hears of the known part through the network's gradient, not only through the noisy
-    state. One forward and one backward pass per step (about 3 forward passes' work)."""
-    from diffkit import inpaint
-    from diffkit.diffusion import extract
-    from diffkit.samplers import noise_like
-
-    sampler_fn, timesteps, options = model.check_sample_args(len(known), sampler=sampler, steps=steps, y=y,
-                                                             guidance_scale=guidance_scale, **options)
-    known, mask = inpaint.check_known(known, mask, (len(known), *model.input_shape))
-    a_all = model.alphas_cumprod.sqrt()
-    s_all = (1 - model.alphas_cumprod).sqrt()
-
-    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            x_in = x_t.detach().requires_grad_(True)
-            _, x0 = model.predict(x_in, t, y, guidance_scale)
-            (grad,) = torch.autograd.grad(((x0 - known) * mask).square().sum(), x_in)
-        a = extract(a_all, t, x_t.shape).to(x_t.dtype)
-        s = extract(s_all, t, x_t.shape).to(x_t.dtype)
-        x0 = (x0.detach() - weight * a / 2 * grad).clamp(-1, 1)
-        return (x_t - a * x0) / s, x0
-
-    x = noise_like(known.shape, generator, known.device, known.dtype)
-    with torch.no_grad():
-        out = inpaint.sample_known(sampler_fn, denoise, x, model.alphas_cumprod, timesteps, known, mask,
-                                   resample=resample, jump_length=jump_length, resample_below=resample_below,
-                                   generator=generator, **options)
-    return out.clamp(-1, 1)
-
-
 # --- the benchmark's digits part -------------------------------------------------------------------
 
 SWEEP_SEED, HEADLINE_SEEDS = 1, (2, 3)  # settings are compared on one noise seed, the best re-run on fresh ones
@@ -261,10 +221,11 @@ def engine_settings() -> list[tuple[str, dict]]:
 
 
 def recon_settings() -> list[tuple[str, dict]]:
-    """(row name, reconstruction_guided_sample options): the weight swept on the fast sampler, then more steps."""
-    rows = [(f"dpm-solver++ 20 + reconstruction guidance w={w:g}", dict(weight=w, sampler="dpm-solver++", steps=20))
-            for w in (5.0, 20.0, RECON_WEIGHT, 200.0)]
-    rows += [(f"ddpm {n} + reconstruction guidance w={w:g}", dict(weight=w, sampler="ddpm", steps=n))
+    """(row name, sample() options) with the engine's reconstruction guidance on plain replacement: the weight
+    swept on the fast sampler, then more steps."""
+    rows = [(f"dpm-solver++ 20 + reconstruction guidance w={w:g}",
+             dict(reconstruction=w, resample=1, sampler="dpm-solver++", steps=20)) for w in (5.0, 20.0, RECON_WEIGHT, 200.0)]
+    rows += [(f"ddpm {n} + reconstruction guidance w={w:g}", dict(reconstruction=w, resample=1, sampler="ddpm", steps=n))
              for n, w in ((50, RECON_WEIGHT), (50, 2 * RECON_WEIGHT), (100, RECON_WEIGHT))]
     return rows
 
@@ -357,16 +318,16 @@ def bench(rows: list, lines: list, old_model=None, old_facts=None) -> dict:
         add(name, calls_of(uncond, options), out, "unconditional")
         shown.setdefault("default", out)
     engine_seconds = time.process_time() - t0
-    # Reconstruction guidance (outside the engine): one backward pass per step besides the forward one.
+    # Reconstruction guidance: one backward pass per step besides the forward one.
     best = None
     for name, options in recon_settings():
-        out = reconstruction_guided_sample(uncond, x, mask, generator=generator(), **options)
+        out = uncond.sample(len(x), known=x, mask=mask, generator=generator(), **options)
         d = add(name, f"{options['steps']} + {options['steps']} backward", out, "unconditional")
         if best is None or d["accuracy"] > best[1]["accuracy"]:
             best = (name, d, options, out)
     shown["recon"] = best[3]
     for seed in HEADLINE_SEEDS:
-        out = reconstruction_guided_sample(uncond, x, mask, generator=generator(seed), **best[2])
+        out = uncond.sample(len(x), known=x, mask=mask, generator=generator(seed), **best[2])
         add(f"{best[0]}, fresh noise (seed {seed})", f"{best[2]['steps']} + {best[2]['steps']} backward", out,
             "unconditional")
 
@@ -393,7 +354,8 @@ def bench(rows: list, lines: list, old_model=None, old_facts=None) -> dict:
                               guidance_scale=g, generator=generator())
             add(f"{label_name}{guidance}, dpm-solver++ 20, replacement only", f"{prefix}20{doubled}", out,
                 "class-conditional")
-            out = reconstruction_guided_sample(cond, x, mask, w, y=labels, guidance_scale=g, generator=generator())
+            out = cond.sample(len(x), known=x, mask=mask, sampler="dpm-solver++", steps=20, resample=1, reconstruction=w,
+                              y=labels, guidance_scale=g, generator=generator())
             add(f"{label_name}{guidance}, dpm-solver++ 20 + reconstruction guidance w={w:g}",
                 f"{prefix}20{doubled} + 20 backward", out, "class-conditional")
             if labels is inferred and g == 2.0:
@@ -454,8 +416,8 @@ def summary(rows: list) -> list[str]:
         "the wrong class). What decides is the coupling of the two halves: the engine's defaults (RePaint loops with "
         f"ancestral steps where σ/α ≤ 1, {default_calls} calls) beat plain replacement "
         f"({get('unconditional: dpm-solver++ 20, replacement only')}) and resampling at every noise level with fewer "
-        f"loops ({get('resample 10, jump 5, at every noise level')}). Reconstruction guidance (Ho et al. 2022; not in "
-        f"the engine) does better still: {get('unconditional: dpm-solver++ 20 + reconstruction guidance w=50')} with "
+        f"loops ({get('resample 10, jump 5, at every noise level')}). Reconstruction guidance (Ho et al. 2022; the "
+        f"engine's `reconstruction=w`, off by default) does better still: {get('unconditional: dpm-solver++ 20 + reconstruction guidance w=50')} with "
         "dpm-solver++ 20 (20 forward + 20 backward passes), and with "
         f"{next((row[1].split(': ', 1)[1].split(', fresh')[0] for row in rows if 'fresh noise' in row[1]), '')}, "
         f"the best on the sweep noise ({get('unconditional: ddpm 100 + reconstruction guidance w=50')}), "
