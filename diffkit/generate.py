@@ -21,7 +21,16 @@ from tqdm.auto import tqdm
 
 from .build import sample_labels
 from .config import MAX_SEED, ConfigError
-from .data import DC_OFFSETS, apply_dc_offset, save_image, save_image_grid, save_spectrogram_png, save_volume, save_volume_slices_png, save_wav
+from .data import (
+    DC_OFFSETS,
+    apply_dc_offset,
+    save_image,
+    save_image_grid,
+    save_spectrogram_png,
+    save_volume,
+    save_volume_slices_png,
+    save_wav,
+)
 from .distributed import device_kind, init_distributed, launched_by_torchrun, pick_device
 from .files import write_text_atomic
 

@@ -19,11 +19,11 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 MAX_RESAMPLE_KERNEL = 1 << 22
 
 # What happens to a generated clip's DC offset (its mean over time, per channel) before it is written as
-# a WAV file. A backbone that does not learn to undo the DC of its input predicts x̂0 with the DC of x_t
-# times sqrt(ᾱ_t), so every sampler carries the starting noise's per-clip mean (std 1/sqrt(length):
-# 0.016 at 4,096 samples) through to the clip, and guidance adds its own; real recordings have almost none
-# (benchmarks/results/audio_dc.md). "remove" subtracts each clip's mean; "keep" writes the clip as sampled.
-# GaussianDiffusion.sample() always returns the clip as sampled.
+# a WAV file. A backbone that has not learnt to remove the DC of its input (one coordinate of L in the
+# loss) leaves x̂0 with most of x_t's, so every sampler carries the starting noise's per-clip mean (std
+# 1/sqrt(L): 0.016 at 4,096 samples) through to the clip, and guidance adds its own; real recordings have
+# almost none (benchmarks/results/audio_dc.md). "remove" subtracts each clip's mean; "keep" writes the clip
+# as sampled. GaussianDiffusion.sample() always returns the clip as sampled.
 DC_OFFSETS: tuple[str, ...] = ("remove", "keep")
 DEFAULT_DC_OFFSET = "remove"
 
