@@ -1,6 +1,6 @@
 """Audio DC offset: where the per-clip mean of generated clips comes from, and what removing it does.
 
-Run: python benchmarks/audio_dc.py   (one thread; about 8 CPU-minutes with the models cached)
+Run: python benchmarks/audio_dc.py   (one thread; about 10 CPU-minutes with the models cached)
 Needs the tones model of benchmarks/audio_quality.py (runs/bench-tones, trained by that script when missing)
 and, for a second model, the inpainting benchmark's tones model (runs/bench-inpaint-tones-ema995; skipped
 when absent). Writes benchmarks/results/audio_dc.md.
