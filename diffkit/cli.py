@@ -13,6 +13,7 @@ from typing import NoReturn, Optional, Sequence
 
 from . import inpaint_io
 from .config import MAX_SEED
+from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET
 
 EXAMPLES = """examples:
   diffkit plugins
@@ -109,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", type=_labels, help="comma-separated class indices, one per sample (conditional models)")
     s.add_argument("--guidance", type=_finite, help="classifier-free guidance scale (1: none)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    s.add_argument("--dc-offset", choices=DC_OFFSETS,
+                   help="audio: 'remove' each clip's mean before writing its WAV or 'keep' it "
+                        f"(default: the run's [sample] dc_offset, itself '{DEFAULT_DC_OFFSET}' by default)")
     s.add_argument("--out", type=Path, help="output folder (default: RUN/samples/<settings>)")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the sampling noise (default 0)")
     s.add_argument("--batch-size", type=_positive_int, help="samples per network call (default: by memory)")
@@ -224,6 +228,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run)
     if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
+        if args.dc_offset is not None:
+            raise ConfigError("--dc-offset applies to clips sampled from scratch, not with --input "
+                              "(inpainting keeps the known samples exactly as read)")
         s = run.sample_defaults()
         sampler = args.sampler or s.sampler
         folder = run.checkpoint(args.checkpoint)
@@ -243,7 +250,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     paths = run.sample(
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
-        device=args.device, batch_size=args.batch_size, progress=not args.no_progress)
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{len(paths) - 1} samples in {paths[0].parent}; summary picture {paths[-1]}")
     return 0

@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET
 from .diffusion import GaussianDiffusion
 from .objectives import LOSS_WEIGHTINGS, OBJECTIVES, THRESHOLDS
 from .samplers import SAMPLERS, VARIANCES
@@ -124,6 +125,8 @@ class SampleSection(_Section):
     guidance_scale: float = _engine_default(_SAMPLE, "guidance_scale")
     labels: Optional[list[int]] = None  # one per sample, for a conditional model; default: cycle the classes
     use_ema: bool = True
+    # Audio: "remove" each generated clip's mean before writing its WAV, or "keep" it (diffkit/data/audio.py).
+    dc_offset: Literal[DC_OFFSETS] = DEFAULT_DC_OFFSET  # type: ignore[valid-type]
 
     @field_validator("sampler")
     @classmethod

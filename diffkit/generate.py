@@ -21,7 +21,16 @@ from tqdm.auto import tqdm
 
 from .build import sample_labels
 from .config import MAX_SEED, ConfigError
-from .data import save_image, save_image_grid, save_spectrogram_png, save_volume, save_volume_slices_png, save_wav
+from .data import (
+    DC_OFFSETS,
+    apply_dc_offset,
+    save_image,
+    save_image_grid,
+    save_spectrogram_png,
+    save_volume,
+    save_volume_slices_png,
+    save_wav,
+)
 from .distributed import device_kind, init_distributed, launched_by_torchrun, pick_device
 from .files import write_text_atomic
 
@@ -59,12 +68,14 @@ def generate(
     device: Optional[str] = None,
     batch_size: Optional[int] = None,
     progress: bool = False,
+    dc_offset: Optional[str] = None,
 ) -> list[Path]:
     """Write samples ``000000`` … of a run as PNG / WAV / ``.npy`` files; returns their paths and the summary picture.
 
     Unset settings come from the run's ``[sample]`` config. ``labels`` (conditional models): one class per
     sample, default every class in turn. ``out``: the folder (default ``RUN/samples/<settings>``); files
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
+    ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it.
     """
     s = run.sample_defaults()
     num = (len(labels) if labels is not None else s.num) if num is None else num
@@ -81,6 +92,9 @@ def generate(
     eta = s.eta if eta is None else eta
     guidance = s.guidance_scale if guidance is None else guidance
     use_ema = s.use_ema if ema is None else ema
+    dc_offset = s.dc_offset if dc_offset is None else dc_offset
+    if dc_offset not in DC_OFFSETS:
+        raise ConfigError(f"dc_offset must be one of {list(DC_OFFSETS)}, got {dc_offset!r}")
     if labels is None and s.labels and num == s.num:
         labels = s.labels
 
@@ -100,6 +114,8 @@ def generate(
     settings = {"checkpoint": folder.name, "weights": "ema" if use_ema else "raw", "sampler": sampler,
                 "steps": steps, "eta": eta, "guidance": guidance, "seed": seed,
                 "labels": None if y_all is None else y_all.tolist()}
+    if info.modality == "audio":
+        settings["dc_offset"] = dc_offset
     out_dir = Path(out) if out is not None else run.samples_dir / _folder_name(settings)
     rank, world = (d.rank, d.world) if d is not None else (0, 1)
     if rank == 0:
@@ -122,6 +138,8 @@ def generate(
         with torch.no_grad():
             x = diffusion.sample(len(block), sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance,
                                  generator=generators)
+        if info.modality == "audio":
+            x = apply_dc_offset(x, dc_offset)
         for i, example in zip(block, x):
             _save_one(example, paths[i], info.modality, info.sample_rate)
         bar.update(len(block))

@@ -19,6 +19,7 @@ def minimal(**extra):
         (minimal(train={"steps": "10"}), "key 'train.steps': Input should be a valid integer"),
         (minimal(sample={"sampler": "heun"}), "key 'sample.sampler': unknown sampler 'heun'"),
         (minimal(diffusion={"schedule": "sigmoid"}), "key 'diffusion.schedule': Input should be 'linear' or 'cosine'"),
+        (minimal(sample={"dc_offset": "highpass"}), "key 'sample.dc_offset': Input should be 'remove' or 'keep'"),
         ({"model": {"backbone": "unet2d"}}, "missing required key 'data'"),
         (minimal(extra={"x": 1}), "unknown key 'extra'"),
     ],

@@ -12,7 +12,7 @@ import inspect
 
 from torch.utils.data import Dataset
 
-from .audio import AudioFolder
+from .audio import DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, remove_dc
 from .demo import ShapesDataset, SolidsDataset, TonesDataset
 from .digits import DigitsDataset
 from .folder import DataError, DataWarning
@@ -58,6 +58,8 @@ def create_dataset(name: str, **options) -> Dataset:
 
 __all__ = [
     "DATASETS",
+    "DC_OFFSETS",
+    "DEFAULT_DC_OFFSET",
     "AudioFolder",
     "DataError",
     "DataWarning",
@@ -67,7 +69,9 @@ __all__ = [
     "SolidsDataset",
     "TonesDataset",
     "VolumeFolder",
+    "apply_dc_offset",
     "create_dataset",
+    "remove_dc",
     "save_image",
     "save_image_grid",
     "save_images",

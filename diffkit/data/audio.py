@@ -18,6 +18,15 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 # above this many entries the kernel would take gigabytes, so such a pair of rates is refused.
 MAX_RESAMPLE_KERNEL = 1 << 22
 
+# What happens to a generated clip's DC offset (its mean over time, per channel) before it is written as
+# a WAV file. A backbone that has not learnt to remove the DC of its input (one coordinate of L in the
+# loss) leaves x̂0 with most of x_t's, so every sampler carries the starting noise's per-clip mean (std
+# 1/sqrt(L): 0.016 at 4,096 samples) through to the clip, and guidance adds its own; real recordings have
+# almost none (benchmarks/results/audio_dc.md). "remove" subtracts each clip's mean; "keep" writes the clip
+# as sampled. GaussianDiffusion.sample() always returns the clip as sampled.
+DC_OFFSETS: tuple[str, ...] = ("remove", "keep")
+DEFAULT_DC_OFFSET = "remove"
+
 
 def can_resample(orig: int, new: int) -> bool:
     """Whether torchaudio can resample between these rates with a kernel of reasonable size."""
@@ -40,6 +49,20 @@ def _check_riff_size(path: Path) -> None:
         raise DataError(
             path, f"truncated: its header declares {declared} bytes but the file has {actual}; expected a complete WAV file"
         )
+
+
+def remove_dc(x: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its mean over the last (time) axis, for each example and channel: any shape ``(…, L)``.
+
+    A tone over whole periods is unchanged: its mean is already 0.
+    """
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def apply_dc_offset(x: torch.Tensor, dc_offset: str = DEFAULT_DC_OFFSET) -> torch.Tensor:
+    """Generated clips ``(…, L)`` as they are written: each clip's mean removed (``"remove"``) or kept (``"keep"``)."""
+    check_choice("dc_offset", dc_offset, DC_OFFSETS)
+    return remove_dc(x) if dc_offset == "remove" else x
 
 
 class AudioFolder(FolderDataset):

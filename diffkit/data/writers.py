@@ -14,6 +14,7 @@ import torchaudio
 from PIL import Image
 
 from ..files import atomic_path
+from .audio import DEFAULT_DC_OFFSET, apply_dc_offset
 
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
@@ -174,11 +175,13 @@ def save_samples(
     *,
     stem: str = "sample",
     sample_rate: Optional[int] = None,
+    dc_offset: str = DEFAULT_DC_OFFSET,
 ) -> list[Path]:
-    """Write a batch in its modality's own form; returns the paths written.
+    """Write a batch of generated samples in its modality's own form; returns the paths written.
 
     image (B, C, H, W): one grid PNG ``{stem}.png``. audio (B, C, L): ``{stem}_{i:04d}.wav`` per example
-    and ``{stem}_spectrogram.png`` (needs ``sample_rate``). volume (B, C, D, H, W): ``{stem}_{i:04d}.npy``
+    and ``{stem}_spectrogram.png`` (needs ``sample_rate``), each clip's DC offset removed or kept as
+    ``dc_offset`` says (:data:`diffkit.data.audio.DC_OFFSETS`). volume (B, C, D, H, W): ``{stem}_{i:04d}.npy``
     per example and ``{stem}_slices.png``.
     """
     directory = Path(directory)
@@ -194,6 +197,7 @@ def save_samples(
     if modality == "audio":
         if sample_rate is None:
             raise ValueError("save_samples: audio needs 'sample_rate'")
+        x = apply_dc_offset(x, dc_offset)
         paths = [save_wav(wave, directory / f"{stem}_{i:04d}.wav", sample_rate) for i, wave in enumerate(x)]
         return paths + [save_spectrogram_png(x, directory / f"{stem}_spectrogram.png", sample_rate)]
     paths = [save_volume(volume, directory / f"{stem}_{i:04d}.npy") for i, volume in enumerate(x)]

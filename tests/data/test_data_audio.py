@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -161,3 +163,61 @@ def test_options_are_checked():
         AudioFolder(".", short="trim")
     with pytest.raises(ValueError, match="positive"):
         AudioFolder(".", length=0)
+
+
+# --- generated clips' DC offset (issue 16) ---------------------------------------------------------
+
+
+def _tone(length: int, omega: float, phase: float, amplitude: float) -> torch.Tensor:
+    n = torch.arange(length, dtype=torch.float64)
+    return amplitude * torch.sin(omega * n + phase)
+
+
+def _tone_mean(length: int, omega: float, phase: float, amplitude: float) -> float:
+    """Closed form of mean(A·sin(ω·n + φ)), n = 0 … N-1: A·sin(φ + ω(N-1)/2)·sin(Nω/2) / (N·sin(ω/2))."""
+    return amplitude * math.sin(phase + omega * (length - 1) / 2) * math.sin(length * omega / 2) / (
+        length * math.sin(omega / 2))
+
+
+@pytest.mark.parametrize("periods", [10.0, 10.37])
+def test_remove_dc_takes_out_a_known_offset_and_leaves_the_tone(periods):
+    from diffkit.data import remove_dc
+
+    length, amplitude, phase = 1000, 0.6, 0.9
+    omega = 2 * math.pi * periods / length
+    tone = _tone(length, omega, phase, amplitude)
+    offsets = torch.tensor([[0.3], [-0.05]], dtype=torch.float64)  # one per channel
+    x = (tone + offsets)[None].repeat(3, 1, 1)  # (B, C, L)
+    out = remove_dc(x)
+    assert out.shape == x.shape
+    assert out.mean(-1).abs().max() < 1e-12
+    # What goes is the offset plus the tone's own mean over a partial period, no more.
+    expected = tone - _tone_mean(length, omega, phase, amplitude)
+    assert torch.allclose(out, expected.expand_as(out), atol=1e-12)
+    shift = abs(_tone_mean(length, omega, phase, amplitude))
+    assert shift < 1e-12 if periods == int(periods) else 1e-4 < shift <= amplitude / (length * math.sin(omega / 2))
+    # Pitch and amplitude: every DFT bin but the DC one is untouched (a constant lives in bin 0 alone).
+    spec_in, spec_out = (torch.fft.rfft(v[0, 0]) for v in (x, out))
+    assert torch.allclose(spec_out[1:], spec_in[1:], atol=1e-9) and abs(spec_out[0]) < 1e-9
+    assert int(spec_out.abs().argmax()) == round(periods)
+
+
+def test_remove_dc_works_on_any_rank_along_the_last_axis():
+    from diffkit.data import remove_dc
+
+    for shape in [(64,), (2, 64), (3, 2, 64), (2, 1, 2, 64)]:
+        x = torch.randn(shape) + 5
+        out = remove_dc(x)
+        assert out.shape == x.shape and out.mean(-1).abs().max() < 1e-5
+        assert torch.allclose(x - out, x.mean(-1, keepdim=True).expand_as(x), atol=1e-5)
+
+
+def test_apply_dc_offset_keeps_or_removes_and_names_the_choices():
+    from diffkit.data import DC_OFFSETS, DEFAULT_DC_OFFSET, apply_dc_offset
+
+    x = torch.randn(2, 1, 32) + 0.5
+    assert DEFAULT_DC_OFFSET == "remove" and set(DC_OFFSETS) == {"remove", "keep"}
+    assert apply_dc_offset(x, "keep") is x
+    assert apply_dc_offset(x).mean(-1).abs().max() < 1e-6
+    with pytest.raises(ValueError, match=r"'dc_offset' must be one of \['remove', 'keep'\], got 'highpass'"):
+        apply_dc_offset(x, "highpass")

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -102,6 +104,19 @@ def test_save_samples_writes_each_modality_in_its_own_form(tmp_path, modality, s
     paths = save_samples(x, modality, tmp_path, stem="s", sample_rate=8000)
     assert [p.name for p in paths] == names and all(p.is_file() for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_save_samples_writes_generated_clips_without_their_dc_offset_unless_kept(tmp_path):
+    n = torch.arange(800.0)
+    tone = 0.5 * torch.sin(2 * math.pi * 20 * n / 800)  # 20 whole periods: mean 0
+    x = torch.stack([tone + 0.2, tone - 0.1])[:, None]  # (B, 1, L), known offsets
+    removed = save_samples(x, "audio", tmp_path / "default", stem="s", sample_rate=8000)
+    kept = save_samples(x, "audio", tmp_path / "keep", stem="s", sample_rate=8000, dc_offset="keep")
+    for i, offset in enumerate([0.2, -0.1]):
+        a, _ = sf.read(str(removed[i]), dtype="float64")
+        b, _ = sf.read(str(kept[i]), dtype="float64")
+        assert abs(a.mean()) < 1 / 32768 and b.mean() == pytest.approx(offset, abs=1 / 32768)
+        assert np.abs(a - tone.numpy()).max() <= 2 / 32768  # the tone itself, to 16-bit rounding
 
 
 def test_save_samples_rejects_what_it_cannot_write(tmp_path):
