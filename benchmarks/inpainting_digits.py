@@ -230,6 +230,8 @@ def recon_settings() -> list[tuple[str, dict]]:
              for n, w in ((50, RECON_WEIGHT), (50, 2 * RECON_WEIGHT), (100, RECON_WEIGHT))]
     rows.append((f"dpm-solver++ 20, engine default resampling + reconstruction guidance w={DEFAULT_PLUS_RECON:g}",
                  dict(reconstruction=DEFAULT_PLUS_RECON, sampler="dpm-solver++", steps=20)))
+    rows.append((f"ddim η=1 50, engine default resampling + reconstruction guidance w={DEFAULT_PLUS_RECON:g}",
+                 dict(reconstruction=DEFAULT_PLUS_RECON, sampler="ddim", steps=50, eta=1.0)))
     return rows
 
 
