@@ -420,8 +420,8 @@ def evaluate(notes: list[str]) -> None:
     diffusion, facts = load_diffkit()
     t0 = time.perf_counter()
     x = sample_diffkit(diffusion, y, seed=1)
-    s = shared_settings()
-    dk = judge_clips(f"diffkit {s['preset']}, {facts['steps']} steps", x,
+    shared = shared_settings()
+    dk = judge_clips(f"diffkit {shared['preset']}, {facts['steps']} steps", x,
                      {"steps": facts["steps"], "cpu": facts["cpu_s"], "sample_s": time.perf_counter() - t0,
                       "params": sum(p.numel() for p in diffusion.parameters())})
     rows.append(dk)
@@ -476,14 +476,14 @@ def evaluate(notes: list[str]) -> None:
         f"- Fréchet distance of per-clip log-mel statistics (mean and std of 40 bands) against the held-out clips; "
         f"the real-versus-real floor ({len(y)} training clips, {PER_DIGIT} per digit, against them; mean of 5 draws) is "
         f"{floor:.2f}; the table gives each set's distance ({len(y)} clips) divided by it.",
-        f"- Both models: batch {s['batch']}, AdamW lr {s['lr']} (weight decay {s['weight_decay']}), {s['warmup']} "
-        f"warm-up steps, then lr decay `{s['lr_decay']}`"
-        + (" (diffkit over its steps; the peer over its CPU budget)" if s["lr_decay"] != "constant" else "")
-        + f", EMA {s['ema_decay']} from step {s['ema_start']}" + (" with warm-up min(decay, (1+n)/(10+n))"
-                                                                   if s["ema_warmup"] else "")
+        f"- Both models: batch {shared['batch']}, AdamW lr {shared['lr']} (weight decay {shared['weight_decay']}), {shared['warmup']} "
+        f"warm-up steps, then lr decay `{shared['lr_decay']}`"
+        + (" (diffkit over its steps; the peer over its CPU budget)" if shared["lr_decay"] != "constant" else "")
+        + f", EMA {shared['ema_decay']} from step {shared['ema_start']}" + (" with warm-up min(decay, (1+n)/(10+n))"
+                                                                   if shared["ema_warmup"] else "")
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
-        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{s['preset']}`, v-prediction, cosine schedule, "
+        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule, "
         f"`labels` conditioner), `dpm-solver++`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "
