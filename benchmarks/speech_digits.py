@@ -4,7 +4,7 @@ Benchmark-only dependencies (see benchmarks/requirements.txt):
     apt-get install -y espeak-ng
     pip install audio-diffusion-pytorch==0.1.3
 
-Run: python benchmarks/speech_digits.py [--steps 1200] [--peer-steps 3000] [--retrain]
+Run: python benchmarks/speech_digits.py [--steps N] [--peer-cpu-minutes 30]
      python benchmarks/speech_digits.py --export data/speech_digits   # the WAV folder examples/speech_digits.toml trains on
 
 The data ("zero" … "nine", an SC09-like task no one here recorded): espeak-ng speaks each digit in one of
@@ -13,12 +13,16 @@ and amplitude (-a 60-140); 22.05 kHz output resampled to 8 kHz, the leading sile
 cut (or padded) to 4096 samples (0.51 s). Training clips use 32 variants; the judge's test clips and the
 Fréchet reference come from 8 other variants (held-out voices).
 
-Both models train on the same 1,440 clips with the same batch, AdamW learning rate, warmup and EMA, one
-thread each (they may run at the same time, as two processes: ``--only diffkit`` / ``--only peer``).
-diffkit trains through ``examples/speech_digits.toml`` (the user's path: ``Trainer`` on the exported WAV folder).
+Both models train on the same 1,440 clips with the same batch, AdamW learning rate, warm-up, lr decay and
+EMA (all read from ``examples/speech_digits.toml``'s [data] and [train]), one thread each (they may run at the
+same time, as two processes: ``--only diffkit`` / ``--only peer``). diffkit trains through
+``examples/speech_digits.toml`` (the user's path: ``Trainer`` on the exported WAV folder) for the config's
+``train.steps`` (sized by measured seconds per step to fit 30 CPU-minutes on one thread; ``--steps`` overrides).
 audio-diffusion-pytorch (``UNetV0`` + ``VDiffusion`` + ``VSampler``, labels as a one-token embedding with
-its classifier-free guidance) trains in a plain loop here and keeps a checkpoint every 100 steps with the
-CPU time spent so far, so that it is judged both at diffkit's number of steps and at diffkit's CPU time.
+its classifier-free guidance) trains in a plain loop here for ``--peer-cpu-minutes`` (its cosine decay runs
+over that CPU budget, as it cannot know its step count ahead) with diffkit's ``EMA`` class, and keeps a
+checkpoint every 100 steps with the CPU time spent so far, so that it is judged both at diffkit's number of
+steps and at diffkit's CPU time.
 
 Judged (100 clips per model, 10 per digit, 20 sampling steps, guidance 2): share recognised by a small CNN
 on log-mel spectrograms trained on real training clips only; Fréchet distance of per-clip log-mel
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import random
 import resource
 import shutil
@@ -65,8 +70,17 @@ HELD_OUT = 8
 TRAIN_PER_DIGIT, TEST_PER_DIGIT = 144, 40
 PER_DIGIT = 10  # generated clips per digit and model
 CALLS, GUIDANCE = 20, 2.0
-# Shared by both models: the same batch and optimizer.
-BATCH, LR, WARMUP, EMA_DECAY, EMA_START = 16, 5e-4, 100, 0.999, 200
+
+
+def shared_settings() -> dict[str, Any]:
+    """What both models share, from the example config: batch, AdamW lr, warm-up, lr decay, EMA."""
+    from diffkit.config import load_config
+
+    c = load_config(CONFIG)
+    t = c.train
+    return {"batch": c.data.batch_size, "lr": t.lr, "weight_decay": t.weight_decay, "warmup": t.warmup_steps,
+            "lr_decay": t.lr_decay, "ema_decay": t.ema_decay, "ema_start": t.ema_start, "ema_warmup": t.ema_warmup,
+            "steps": t.steps, "preset": c.model.options.get("preset", "custom")}
 
 
 def cpu_seconds() -> float:
@@ -206,9 +220,8 @@ def audio_stats(x: torch.Tensor) -> dict[str, float]:
 
 def diffkit_overrides(steps: int, folder: Path) -> list[str]:
     return [f"run.dir={RUN / 'diffkit'}", f"data.options.root={folder}", f"train.steps={steps}",
-            f"data.batch_size={BATCH}", f"train.lr={LR}", f"train.warmup_steps={WARMUP}",
-            f"train.ema_decay={EMA_DECAY}", f"train.ema_start={EMA_START}", "train.checkpoint_every=0",
-            "train.log_every=50", f"sample.steps={CALLS}", f"sample.guidance_scale={GUIDANCE}"]
+            "train.checkpoint_every=0", "train.log_every=50", f"sample.steps={CALLS}",
+            f"sample.guidance_scale={GUIDANCE}"]
 
 
 def train_diffkit(steps: int) -> None:
@@ -280,9 +293,12 @@ class Peer(nn.Module):
 
 
 def train_peer(max_steps: int, max_cpu_s: float) -> None:
-    """Train the peer on the same clips, batch, AdamW, warmup and EMA; an EMA checkpoint every 100 steps."""
-    import copy
+    """Train the peer on the same clips, batch, AdamW, warm-up, lr decay and EMA as diffkit's example config;
+    an EMA checkpoint every 100 steps. The cosine decay's progress is the larger of the shares of ``max_steps``
+    and ``max_cpu_s`` spent, so the lr reaches 0 where the run stops."""
+    from diffkit.ema import EMA
 
+    s = shared_settings()
     data = load_data()
     folder = RUN / "peer"
     if folder.exists():
@@ -290,36 +306,43 @@ def train_peer(max_steps: int, max_cpu_s: float) -> None:
     folder.mkdir(parents=True)
     torch.manual_seed(0)
     peer = Peer()
-    ema = copy.deepcopy(peer).requires_grad_(False)
-    opt = torch.optim.AdamW(peer.parameters(), LR)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
+    ema = EMA(peer, decay=s["ema_decay"], start_step=s["ema_start"], warmup=s["ema_warmup"])
+    opt = torch.optim.AdamW(peer.parameters(), s["lr"], weight_decay=s["weight_decay"])
+    batch, warmup = s["batch"], s["warmup"]
+
+    def lr(step: int, cpu_s: float) -> float:  # diffkit's Trainer._lr, with progress by steps or CPU time
+        if warmup and step < warmup:
+            return s["lr"] * (step + 1) / warmup
+        if s["lr_decay"] == "cosine":
+            progress = min(1.0, max((step - warmup) / max(1, max_steps - warmup), cpu_s / max_cpu_s))
+            return s["lr"] * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return s["lr"]
+
     x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     print(f"peer: {sum(p.numel() for p in peer.parameters()) / 1e6:.2f}M parameters; training up to {max_steps} "
           f"steps or {max_cpu_s / 60:.0f} CPU-minutes …", flush=True)
     c0, log = cpu_seconds(), []
     step, order = 0, torch.randperm(len(x))
     while step < max_steps and cpu_seconds() - c0 < max_cpu_s:
-        if len(order) < BATCH:
+        if len(order) < batch:
             order = torch.randperm(len(x))
-        idx, order = order[:BATCH], order[BATCH:]
+        idx, order = order[:batch], order[batch:]
+        for group in opt.param_groups:
+            group["lr"] = lr(step, cpu_seconds() - c0)
         loss = peer(x[idx], y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         step += 1
-        with torch.no_grad():
-            decay = 0.0 if step <= EMA_START else EMA_DECAY
-            for e, p in zip(ema.parameters(), peer.parameters()):
-                e.lerp_(p, 1 - decay)
+        ema.update(peer)
         if step % 50 == 0:
             log.append({"step": step, "loss": loss.item(), "cpu_s": cpu_seconds() - c0})
             print(f"  peer step {step}: loss {loss.item():.4f}, {log[-1]['cpu_s']:.0f} CPU-s", flush=True)
         if step % 100 == 0:  # the log too: a run stopped from outside keeps what it reached
-            torch.save(ema.state_dict(), folder / f"ema_{step:06d}.pt")
+            torch.save(ema.model.state_dict(), folder / f"ema_{step:06d}.pt")
             (folder / "log.json").write_text(json.dumps(log) + "\n")
     log.append({"step": step, "loss": loss.item(), "cpu_s": cpu_seconds() - c0})
-    torch.save(ema.state_dict(), folder / f"ema_{step:06d}.pt")
+    torch.save(ema.model.state_dict(), folder / f"ema_{step:06d}.pt")
     (folder / "log.json").write_text(json.dumps(log) + "\n")
 
 
@@ -397,7 +420,8 @@ def evaluate(notes: list[str]) -> None:
     diffusion, facts = load_diffkit()
     t0 = time.perf_counter()
     x = sample_diffkit(diffusion, y, seed=1)
-    dk = judge_clips(f"diffkit audio-fast, {facts['steps']} steps", x,
+    shared = shared_settings()
+    dk = judge_clips(f"diffkit {shared['preset']}, {facts['steps']} steps", x,
                      {"steps": facts["steps"], "cpu": facts["cpu_s"], "sample_s": time.perf_counter() - t0,
                       "params": sum(p.numel() for p in diffusion.parameters())})
     rows.append(dk)
@@ -422,12 +446,13 @@ def evaluate(notes: list[str]) -> None:
     for r in rows[1:]:
         r["y"] = y.numpy()
     np.savez_compressed(RUN / "generated.npz", **{f"x{i}": r["x"].numpy() for i, r in enumerate(rows[1:])})
+    same_time = next(r for r in rows[2:] if r["steps"] == at_time)  # the peer's row at diffkit's CPU time
     spectrogram_png({"real": (test_x, test_y), "diffkit": (rows[1]["x"], y.numpy()),
-                     "peer (same time)": (rows[-1]["x"], y.numpy())}, RESULTS / "speech_spectrograms.png")
+                     "peer (same time)": (same_time["x"], y.numpy())}, RESULTS / "speech_spectrograms.png")
     wav_dir = RESULTS / "speech_digits"
     if wav_dir.exists():
         shutil.rmtree(wav_dir)
-    for tag, r in (("real", rows[0]), ("diffkit", rows[1]), ("peer", rows[-1])):
+    for tag, r in (("real", rows[0]), ("diffkit", rows[1]), ("peer", same_time)):
         for d in (0, 3, 7):
             save_wav(r["x"][r["y"] == d][0], wav_dir / f"{tag}_{DIGITS[d]}.wav", SAMPLE_RATE)
 
@@ -452,10 +477,14 @@ def evaluate(notes: list[str]) -> None:
         f"- Fréchet distance of per-clip log-mel statistics (mean and std of 40 bands) against the held-out clips; "
         f"the real-versus-real floor ({len(y)} training clips, {PER_DIGIT} per digit, against them; mean of 5 draws) is "
         f"{floor:.2f}; the table gives each set's distance ({len(y)} clips) divided by it.",
-        f"- Both models: batch {BATCH}, AdamW lr {LR}, {WARMUP} warmup steps, EMA {EMA_DECAY} from step {EMA_START}, "
-        f"one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
+        f"- Both models: batch {shared['batch']}, AdamW lr {shared['lr']} (weight decay {shared['weight_decay']}), {shared['warmup']} "
+        f"warm-up steps, then lr decay `{shared['lr_decay']}`"
+        + (" (diffkit over its steps; the peer over its CPU budget)" if shared["lr_decay"] != "constant" else "")
+        + f", EMA {shared['ema_decay']} from step {shared['ema_start']}" + (" with warm-up min(decay, (1+n)/(10+n))"
+                                                                   if shared["ema_warmup"] else "")
+        + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
-        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `audio-fast`, v-prediction, cosine schedule, "
+        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule, "
         f"`labels` conditioner), `dpm-solver++`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "
@@ -477,15 +506,15 @@ def evaluate(notes: list[str]) -> None:
         "WAVs (real, diffkit, peer at the same CPU time; zero, three, seven): `benchmarks/results/speech_digits/`.",
         "",
         f"Sampling {len(y)} clips: diffkit {rows[1]['sample_s']:.0f} s, audio-diffusion-pytorch "
-        f"{rows[-1]['sample_s']:.0f} s. Evaluation runtime: {elapsed(started)}.",
+        f"{same_time['sample_s']:.0f} s. Evaluation runtime: {elapsed(started)}.",
     ]
     write_results("speech_digits.md", lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1200, help="diffkit's training steps")
-    parser.add_argument("--peer-steps", type=int, default=3000, help="the peer's most training steps")
+    parser.add_argument("--steps", type=int, help="diffkit's training steps (default: the example's train.steps)")
+    parser.add_argument("--peer-steps", type=int, default=10000, help="the peer's most training steps")
     parser.add_argument("--peer-cpu-minutes", type=float, default=30.0, help="the peer's most CPU-minutes")
     parser.add_argument("--only", choices=["data", "diffkit", "peer", "eval"], help="run one stage")
     parser.add_argument("--export", type=Path, help="write the training clips as WAV folders there and stop")
@@ -497,7 +526,7 @@ def main() -> None:
         return export(args.export)
     load_data()
     if args.only in (None, "diffkit"):
-        train_diffkit(args.steps)
+        train_diffkit(args.steps or shared_settings()["steps"])
     if args.only in (None, "peer"):
         train_peer(args.peer_steps, args.peer_cpu_minutes * 60)
     if args.only in (None, "eval"):
