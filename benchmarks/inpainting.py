@@ -247,7 +247,7 @@ def bench_audio(rows: list, lines: list) -> None:
               f"(440-880 Hz) tones, {LENGTH} samples at {SAMPLE_RATE} Hz, {facts['parameters'] / 1e6:.2f}M parameters, "
               "v-prediction, lr decaying along half a cosine, EMA decay warming up to 0.999 (the recipe of "
               "examples/audio_wav.toml), "
-              f"{facts['train_steps']} steps ({facts['train_seconds'] / 60:.1f} min), final loss {facts['final_loss']}. "
+              f"{facts['train_steps']} steps ({facts['train_seconds'] / 60:.1f} min of wall time on the shared machine), final loss {facts['final_loss']}. "
               f"{len(x)} held-out tones (seed 1; training used seed 0). Extending {n_ext} tones took "
               f"{' and '.join(f'{v:.0f} s' for v in ext_seconds.values())}.",
               "  Pictures: `inpainting_audio_gap.png` (gap filled, cyan marks) and `inpainting_audio.png` "
