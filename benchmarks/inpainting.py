@@ -98,16 +98,6 @@ def volumes_config(steps: int = VOLUMES_STEPS) -> dict[str, Any]:
     }
 
 
-def calls(diffusion, resample: int, sampler: str = SAMPLER, steps: int = STEPS) -> int:
-    """Network calls per sample with ``resample`` (RePaint) and the default jump length and resample_below."""
-    from diffkit.inpaint import DEFAULT_RESAMPLE, network_calls
-    from diffkit.samplers import DEFAULT_SPACING, timestep_schedule
-
-    ts = timestep_schedule(diffusion.num_timesteps, steps, DEFAULT_SPACING[sampler], diffusion.alphas_cumprod)
-    default = DEFAULT_RESAMPLE[sampler]
-    return network_calls(ts, diffusion.alphas_cumprod, resample, default.jump_length, default.resample_below)
-
-
 def settings():
     """(row name, sampler options) of each inpainting setting compared: the default, plain replacement, and a
     stochastic sampler (DDIM with η = 1, 50 steps) with its default inpainting settings."""
@@ -126,8 +116,9 @@ def settings():
 
 def cost(diffusion, options: dict) -> int | str:
     """Network calls per sample (and as many backward passes with reconstruction guidance)."""
-    n = calls(diffusion, options["resample"], options["sampler"], options["steps"])
-    return f"{n} + {n} backward" if options.get("reconstruction") else n
+    from inpainting_digits import calls_of
+
+    return calls_of(diffusion, options)
 
 
 # --- digits ----------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 
+from .objectives import eps_from_x0
 from .samplers import Denoiser, noise_like, sample_ddpm
 
 
@@ -145,7 +146,7 @@ def reconstruction_guided(
         a = extract(sqrt_abar, t, x_t.shape).to(x_t.dtype)
         s = extract(sqrt_one_minus, t, x_t.shape).to(x_t.dtype)
         x0 = limit_x0(x0.detach() - weight * a / 2 * grad)
-        return (x_t - a * x0) / s, x0
+        return eps_from_x0(x_t, x0, a, s), x0
 
     return guided
 
