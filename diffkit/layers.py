@@ -64,14 +64,20 @@ def timestep_embedding(
 
 
 class ResBlock(nn.Module):
-    """Residual block of the DDPM UNet: GroupNorm, SiLU, conv; the embedding is added between the convs."""
+    """Residual block of the DDPM UNet: GroupNorm, SiLU, conv; the embedding is added between the convs.
+
+    With ``scale_shift`` the embedding instead scales and shifts the second normalisation's output,
+    ``norm(h) · (1 + s) + b`` (adaptive GroupNorm, Dhariwal & Nichol 2021): the timestep and the
+    condition then gate each channel rather than only offsetting it.
+    """
 
     def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, *,
-                 norm_groups: Optional[int] = None, norm_eps: float = 1e-5) -> None:
+                 norm_groups: Optional[int] = None, norm_eps: float = 1e-5, scale_shift: bool = False) -> None:
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = norm_layer(in_ch, norm_groups, norm_eps)
         self.conv1 = conv_nd(dims, in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = norm_layer(out_ch, norm_groups, norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(dims, out_ch, out_ch, 3, padding=1)
@@ -79,8 +85,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb_proj(F.silu(emb)).reshape(*h.shape[:2], *((1,) * (h.ndim - 2)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.emb_proj(F.silu(emb)).reshape(h.shape[0], -1, *((1,) * (h.ndim - 2)))
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

@@ -71,6 +71,8 @@ class UNet(nn.Module):
     ``patch_size`` > 1 folds each run of ``patch_size`` samples (per axis) into channels before the
     first convolution and unfolds the output the same way (space-to-depth), so that no convolution
     runs at the full rate: on waveforms most of the cost sits there (see :data:`PRESETS_1D`).
+    ``scale_shift_norm`` lets the timestep and condition embedding scale and shift each residual
+    block's second normalisation (adaptive GroupNorm) instead of being added before it.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class UNet(nn.Module):
         freq_shift: float = 0.0,
         downsample_padding: str = "symmetric",
         patch_size: int = 1,
+        scale_shift_norm: bool = False,
     ) -> None:
         # Every constructor argument, kept as given so the model can be described again (export).
         options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -142,6 +145,7 @@ class UNet(nn.Module):
         self.flip_sin_to_cos = flip_sin_to_cos
         self.freq_shift = freq_shift
         norm = dict(norm_groups=norm_groups, norm_eps=norm_eps)
+        res = dict(norm, scale_shift=bool(scale_shift_norm))
 
         def heads(width: int) -> int:
             return width // attention_head_dim if attention_head_dim else attention_heads
@@ -158,7 +162,7 @@ class UNet(nn.Module):
         ch = ch0
         for level, width in enumerate(channels):
             for _ in range(num_res_blocks):
-                self.down.append(self._block(dims, ch, width, emb_dim, dropout, level in attn, heads(width), norm))
+                self.down.append(self._block(dims, ch, width, emb_dim, dropout, level in attn, heads(width), norm, res))
                 ch = width
                 skips.append(ch)
             if level != len(channels) - 1:
@@ -166,16 +170,16 @@ class UNet(nn.Module):
                 skips.append(ch)
 
         self.mid = nn.ModuleList([
-            ResBlock(dims, ch, ch, emb_dim, dropout, **norm),
+            ResBlock(dims, ch, ch, emb_dim, dropout, **res),
             *([AttentionBlock(dims, ch, heads(ch), **norm)] if mid_attention else []),
-            ResBlock(dims, ch, ch, emb_dim, dropout, **norm),
+            ResBlock(dims, ch, ch, emb_dim, dropout, **res),
         ])
 
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(channels))):
             for _ in range(num_res_blocks + 1):
                 self.up.append(self._block(dims, ch + skips.pop(), width, emb_dim, dropout, level in attn, heads(width),
-                                           norm))
+                                           norm, res))
                 ch = width
             if level != 0:
                 self.up.append(Upsample(dims, ch, factors[level - 1]))
@@ -184,11 +188,11 @@ class UNet(nn.Module):
         self.conv_out = conv_nd(dims, ch, self.out_channels * patch_features, 3, padding=1)
 
     @staticmethod
-    def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads, norm) -> nn.Module:
-        res = ResBlock(dims, in_ch, out_ch, emb_dim, dropout, **norm)
+    def _block(dims, in_ch, out_ch, emb_dim, dropout, with_attention, heads, norm, res) -> nn.Module:
+        block = ResBlock(dims, in_ch, out_ch, emb_dim, dropout, **res)
         if not with_attention:
-            return res
-        return _Sequential(res, AttentionBlock(dims, out_ch, heads, **norm))
+            return block
+        return _Sequential(block, AttentionBlock(dims, out_ch, heads, **norm))
 
     def _run(self, fn, *args: Any) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():

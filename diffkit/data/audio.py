@@ -60,9 +60,19 @@ def remove_dc(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_dc_offset(x: torch.Tensor, dc_offset: str = DEFAULT_DC_OFFSET) -> torch.Tensor:
-    """Generated clips ``(…, L)`` as they are written: each clip's mean removed (``"remove"``) or kept (``"keep"``)."""
+    """Generated clips ``(…, C, L)`` as they are written: each channel's mean removed (``"remove"``) or kept (``"keep"``).
+
+    Removing the mean can push a peak past full scale (a clip at the sampler's ±1 bound shifts by its
+    offset); such a clip is then scaled down, all its channels alike, until its peak is exactly 1, so that
+    the writer's clamp to [-1, 1] neither clips it nor brings an offset back. Clips that stay within
+    [-1, 1] are only shifted.
+    """
     check_choice("dc_offset", dc_offset, DC_OFFSETS)
-    return remove_dc(x) if dc_offset == "remove" else x
+    if dc_offset == "keep":
+        return x
+    x = remove_dc(x)
+    peak = x.abs().amax(dim=(-2, -1) if x.ndim >= 2 else -1, keepdim=True)
+    return x / peak.clamp_min(1.0)
 
 
 class AudioFolder(FolderDataset):

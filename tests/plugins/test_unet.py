@@ -245,3 +245,29 @@ def test_audio_p2_preset_folds_2_samples_and_attends_at_128_and_8_positions():
     assert sorted(attention) == [8] * 4 + [128] * 3
     for h in hooks:
         h.remove()
+
+
+@pytest.mark.parametrize("name, shape", [("unet1d", (2, 32)), ("unet2d", (1, 8, 8)), ("unet3d", (1, 8, 8, 8))])
+def test_scale_shift_norm_conforms_for_every_rank(name, shape):
+    checked = check_backbone(name, input_shape=shape, cond_dim=6, in_channels=shape[0], scale_shift_norm=True, **TINY)
+    assert {"uses t", "uses cond", "gradients"} <= set(checked)
+
+
+def test_scale_shift_norm_scales_and_shifts_the_second_norm():
+    from diffkit.layers import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(1, 8, 8, emb_dim=12, scale_shift=True).eval()
+    assert block.emb_proj.out_features == 16
+    x, emb = torch.randn(3, 8, 20), torch.randn(3, 12)
+    h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
+    scale, shift = block.emb_proj(torch.nn.functional.silu(emb)).split(8, dim=1)
+    h = block.norm2(h) * (1 + scale[..., None]) + shift[..., None]
+    expected = x + block.conv2(torch.nn.functional.silu(h))
+    torch.testing.assert_close(block(x, emb), expected)
+    # The default block adds the embedding before the norm (DDPM), as before this option existed.
+    plain = ResBlock(1, 8, 8, emb_dim=12).eval()
+    h = plain.conv1(torch.nn.functional.silu(plain.norm1(x))) + plain.emb_proj(torch.nn.functional.silu(emb))[..., None]
+    torch.testing.assert_close(plain(x, emb), x + plain.conv2(torch.nn.functional.silu(plain.norm2(h))))
+    net = diffkit.create_backbone("unet1d", scale_shift_norm=True, **TINY)
+    assert net.options["scale_shift_norm"] is True
