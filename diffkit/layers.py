@@ -146,15 +146,28 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, self.pad) if self.pad else x)
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour upsampling by ``factor`` (doubling by default) followed by a 3-wide convolution."""
+UPSAMPLE_MODES: tuple[str, ...] = ("nearest", "linear")
 
-    def __init__(self, dims: int, channels: int, factor: int = 2) -> None:
+
+class Upsample(nn.Module):
+    """Upsampling by ``factor`` (doubling by default) followed by a 3-wide convolution.
+
+    ``mode="nearest"`` repeats each position (DDPM); ``"linear"`` interpolates between neighbours
+    (linear, bilinear or trilinear by rank), so that a coarse level's features reach the fine one
+    without steps at every ``factor`` positions.
+    """
+
+    def __init__(self, dims: int, channels: int, factor: int = 2, mode: str = "nearest") -> None:
         super().__init__()
         if factor < 2:
             raise ValueError(f"upsampling factor must be >= 2, got {factor}")
+        if mode not in UPSAMPLE_MODES:
+            raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {list(UPSAMPLE_MODES)}")
         self.factor = factor
+        self.mode = mode if mode == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[dims]
         self.conv = conv_nd(dims, channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode="nearest"))
+        if self.mode == "nearest":
+            return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode=self.mode, align_corners=False))

@@ -15,6 +15,7 @@ from einops import rearrange
 from diffkit import hookimpl
 from diffkit.layers import (
     DOWNSAMPLE_PADDINGS,
+    UPSAMPLE_MODES,
     AttentionBlock,
     Downsample,
     ResBlock,
@@ -73,6 +74,7 @@ class UNet(nn.Module):
     runs at the full rate: on waveforms most of the cost sits there (see :data:`PRESETS_1D`).
     ``scale_shift_norm`` lets the timestep and condition embedding scale and shift each residual
     block's second normalisation (adaptive GroupNorm) instead of being added before it.
+    ``upsample_mode`` is ``"nearest"`` (DDPM) or ``"linear"`` (interpolating, see :class:`Upsample`).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class UNet(nn.Module):
         downsample_padding: str = "symmetric",
         patch_size: int = 1,
         scale_shift_norm: bool = False,
+        upsample_mode: str = "nearest",
     ) -> None:
         # Every constructor argument, kept as given so the model can be described again (export).
         options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -120,6 +123,8 @@ class UNet(nn.Module):
             if attention_head_dim < 1 or bad:
                 raise ValueError(f"{name}: 'attention_head_dim' {attention_head_dim} does not divide the attention "
                                  f"width(s) {bad}")
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"{name}: unknown 'upsample_mode' {upsample_mode!r}; choose one of {list(UPSAMPLE_MODES)}")
         if downsample_padding not in DOWNSAMPLE_PADDINGS:
             raise ValueError(f"{name}: unknown 'downsample_padding' {downsample_padding!r}; choose one of "
                              f"{list(DOWNSAMPLE_PADDINGS)}")
@@ -182,7 +187,7 @@ class UNet(nn.Module):
                                            norm, res))
                 ch = width
             if level != 0:
-                self.up.append(Upsample(dims, ch, factors[level - 1]))
+                self.up.append(Upsample(dims, ch, factors[level - 1], upsample_mode))
 
         self.norm_out = norm_layer(ch, norm_groups, norm_eps)
         self.conv_out = conv_nd(dims, ch, self.out_channels * patch_features, 3, padding=1)

@@ -72,6 +72,7 @@ def test_the_seeds_unet1d_says_which_lengths_it_accepts():
     (dict(downsample_factors=1), r"'downsample_factors' must all be >= 2"),
     (dict(attention_levels=[4]), r"'attention_levels' \[4\] out of range"),
     (dict(channels=[]), r"'channels' must be a non-empty list"),
+    (dict(upsample_mode="cubic"), r"unknown 'upsample_mode' 'cubic'; choose one of \['nearest', 'linear'\]"),
 ])
 def test_bad_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
@@ -271,3 +272,22 @@ def test_scale_shift_norm_scales_and_shifts_the_second_norm():
     torch.testing.assert_close(plain(x, emb), x + plain.conv2(torch.nn.functional.silu(plain.norm2(h))))
     net = diffkit.create_backbone("unet1d", scale_shift_norm=True, **TINY)
     assert net.options["scale_shift_norm"] is True
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_linear_upsampling_interpolates_where_nearest_repeats(dims):
+    # Before the convolution: a ramp along the last axis upsampled by 4. Nearest repeats each value (steps);
+    # linear follows the ramp between the old positions, for every rank.
+    ramp = torch.arange(4.0).reshape(1, 1, *([1] * (dims - 1)), 4).expand(1, 1, *([4] * dims))
+    linear, nearest = Upsample(dims, 1, 4, "linear"), Upsample(dims, 1, 4)
+    for up in (linear, nearest):
+        up.conv = torch.nn.Identity()
+    a, b = linear(ramp), nearest(ramp)
+    assert a.shape == b.shape == (1, 1, *([16] * dims))
+    line_a, line_b = a.reshape(-1, 16)[0], b.reshape(-1, 16)[0]
+    assert torch.equal(line_b, torch.arange(4.0).repeat_interleave(4))
+    # inside the ramp (away from the clamped ends) each step is 1/4
+    torch.testing.assert_close(line_a[2:14].diff(), torch.full((11,), 0.25))
+    net = diffkit.create_backbone("unet1d", channels=[8, 16], attention_levels=[], upsample_mode="linear")
+    assert [m.mode for m in net.modules() if isinstance(m, Upsample)] == ["linear"]
+    assert net(torch.randn(2, 1, 16), torch.tensor([1, 2])).shape == (2, 1, 16)
