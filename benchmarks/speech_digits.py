@@ -80,7 +80,8 @@ def shared_settings() -> dict[str, Any]:
     t = c.train
     return {"batch": c.data.batch_size, "lr": t.lr, "weight_decay": t.weight_decay, "warmup": t.warmup_steps,
             "lr_decay": t.lr_decay, "ema_decay": t.ema_decay, "ema_start": t.ema_start, "ema_warmup": t.ema_warmup,
-            "steps": t.steps, "preset": c.model.options.get("preset", "custom")}
+            "steps": t.steps, "preset": c.model.options.get("preset", "custom"),
+            "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False))}
 
 
 def cpu_seconds() -> float:
@@ -251,10 +252,17 @@ def load_diffkit():
     return diffusion, facts
 
 
+def diffkit_sampler() -> str:
+    """The sampler the example's [sample] section names (what its users get)."""
+    import tomllib
+
+    return tomllib.loads(CONFIG.read_text()).get("sample", {}).get("sampler", "dpm-solver++")
+
+
 @torch.no_grad()
 def sample_diffkit(diffusion, y: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.cat([diffusion.sample(len(b), sampler="dpm-solver++", steps=CALLS, y=b, guidance_scale=GUIDANCE,
+    return torch.cat([diffusion.sample(len(b), sampler=diffkit_sampler(), steps=CALLS, y=b, guidance_scale=GUIDANCE,
                                        generator=g) for b in y.split(100)])
 
 
@@ -485,7 +493,8 @@ def evaluate(notes: list[str]) -> None:
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
         f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule, "
-        f"`labels` conditioner), `dpm-solver++`; {dk['params'] / 1e6:.2f}M parameters.",
+        f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}), "
+        f"`{diffkit_sampler()}`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "
         f"embedding with its classifier-free guidance (mask probability 0.1); {rows[-1]['params'] / 1e6:.2f}M parameters.",
