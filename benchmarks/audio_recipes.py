@@ -31,13 +31,19 @@ CHANGES = {
                              "(the final recipe, preset audio-p2)",
     "p4-attn13-lr2e-3": "the patch-4 recipe at lr 2e-3, 1100 steps",
     "p2-attn124": "audio-p2 with attention at 512 positions too (8 samples each); 1200 steps",
+    "p2-adagn": "audio-p2 with adaptive GroupNorm (scale_shift_norm): the label scales and shifts features",
+    "p2-attn124-1050": "audio-p2 with attention at 512 positions too, 1050 steps to fit 10 CPU-min",
+    "p2-adagn-1600": "audio-p2 with adaptive GroupNorm, 1600 steps",
+    "p2-adagn-lin": "audio-p2 with adaptive GroupNorm and linear upsampling (upsample_mode)",
+    "p2-adagn-1650": "the example (audio-p2, adaptive GroupNorm) at 1650 steps instead of 1400",
 }
 
 
 def tried_rows() -> list[list[str]]:
     """The log as short rows (recipe, change, weights, CPU-min, pitch, chirps, purity, clipped)."""
     rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
-    return [[r["name"], CHANGES.get(r["name"], ", ".join(r["overrides"])), r["weights"], f"{r['cpu_min']:.1f}",
+    return [[r["name"], CHANGES.get(r["name"], ", ".join(r["overrides"])) + (f" [{r['note']}]" if r.get("note") else ""),
+             r["weights"], f"{r['cpu_min']:.1f}",
              f"{r['judge']['pitch']:.0%}", f"{r['judge']['per_class'][2]:.0%} / {r['judge']['per_class'][3]:.0%}",
              f"{r['judge']['purity']:.2f}", f"{r['judge']['clipped']:.2%}"] for r in rows]
 
@@ -89,6 +95,7 @@ def main() -> None:
     parser.add_argument("--note", default="")
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--sampler", default="dpm-solver++")
     parser.add_argument("--engine", action="append", default=[], help="engine attribute=value at sampling, e.g. threshold=none")
     args = parser.parse_args()
     set_threads(1)
@@ -118,12 +125,14 @@ def main() -> None:
     for item in args.engine:
         k, v = item.split("=", 1)
         engine[k] = v
-    note = args.note + (f" (guidance {args.guidance:g})" if args.guidance != 2.0 else "") + \
+    note = args.note + (f" ({args.sampler})" if args.sampler != "dpm-solver++" else "") + \
+        (f" (guidance {args.guidance:g})" if args.guidance != 2.0 else "") + \
         (f" ({args.sample_steps} calls)" if args.sample_steps != 20 else "") + \
         "".join(f" ({k}={v})" for k, v in engine.items())
     with LOG.open("a") as f:
         for ema in (True, False):
-            j = judge_run(run, args.per_class, steps=args.sample_steps, guidance=args.guidance, ema=ema, overrides=engine)
+            j = judge_run(run, args.per_class, sampler=args.sampler, steps=args.sample_steps, guidance=args.guidance,
+                          ema=ema, overrides=engine)
             row = {"name": args.name, "base": args.base, "overrides": info["overrides"], "weights": "EMA" if ema else "raw",
                    "cpu_min": info["cpu_s"] / 60, "judge": j, "note": note.strip()}
             print(json.dumps(row), flush=True)

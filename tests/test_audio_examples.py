@@ -10,6 +10,7 @@ import torch
 from diffkit.config import load_config
 from diffkit.data import TonesDataset, save_wav
 from diffkit.trainer import Trainer
+from tiny_runs import sample_in_one_and_two_processes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -51,10 +52,6 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
 def test_audio_sampling_under_torchrun_writes_the_same_dc_free_wavs_as_one_process(tmp_path):
     # `diffkit sample RUN` on an audio run, once in one process and once as the README's
     # `torchrun --nproc_per_node 2 -m diffkit.cli sample …`: the same WAV bytes, each clip's mean removed.
-    import os
-    import subprocess
-    import sys
-
     classes = ["falling_chirp", "high_tone", "low_tone", "rising_chirp"]
     write_folder(tmp_path / "wavs", classes)
     run = tmp_path / "run"
@@ -62,20 +59,10 @@ def test_audio_sampling_under_torchrun_writes_the_same_dc_free_wavs_as_one_proce
                          [f"run.dir={run}", f"data.options.root={tmp_path / 'wavs'}", "train.steps=2",
                           "data.batch_size=4", "sample.num=1", "sample.steps=2", "model.options.channels=[8, 8, 8, 16, 16]"])
     Trainer(config, progress=False).run()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["sample", str(run), "-n", "5", "--steps", "3", "--batch-size", "2", "--no-progress", "--labels", "0,1,2,3,1"]
-    one = subprocess.run([sys.executable, "-m", "diffkit.cli", *common, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "diffkit.cli", *common, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    wavs = sorted(p.name for p in (tmp_path / "one").glob("*.wav"))
+    args = ["sample", str(run), "-n", "5", "--steps", "3", "--batch-size", "2", "--no-progress", "--labels", "0,1,2,3,1"]
+    names = sample_in_one_and_two_processes(args, tmp_path / "one", tmp_path / "two")
+    wavs = [n for n in names if n.endswith(".wav")]
     assert wavs == [f"{i:06d}.wav" for i in range(5)]
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
-    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     for name in wavs:
         data, rate = sf.read(tmp_path / "two" / name)
         assert rate == 8000 and data.shape == (4096,)

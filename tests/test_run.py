@@ -1,9 +1,6 @@
 """The run as a Python object (issue 13): train → open → sample → continue → fine-tune, the README's
 story step by step, and sampling at scale (micro-batches, numbered files, fill-in, torchrun)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ import diffkit
 from diffkit import run as run_module
 from diffkit.config import ConfigError
 from diffkit.generate import sample_seed
+from tiny_runs import sample_in_one_and_two_processes
 
 
 @pytest.fixture
@@ -107,19 +105,7 @@ def test_open_run_names_what_is_wrong(tmp_path):
 
 
 def test_two_processes_write_the_same_files_as_one(trained, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["sample", str(trained.path), "-n", "5", "--sampler", "ddpm", "--steps", "3", "--batch-size", "2",
-              "--no-progress"]
-    one = subprocess.run([sys.executable, "-m", "diffkit.cli", *common, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr
-    # As the README writes it: `torchrun --nproc_per_node 2 -m diffkit.cli sample RUN -n N`.
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "diffkit.cli", *common, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    names = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    args = ["sample", str(trained.path), "-n", "5", "--sampler", "ddpm", "--steps", "3", "--batch-size", "2",
+            "--no-progress"]
+    names = sample_in_one_and_two_processes(args, tmp_path / "one", tmp_path / "two")
     assert [n for n in names if n.endswith(".png")] == [f"{i:06d}.png" for i in range(5)] + ["grid.png"]
-    for name in names:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
