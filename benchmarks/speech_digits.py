@@ -81,7 +81,8 @@ def shared_settings() -> dict[str, Any]:
     return {"batch": c.data.batch_size, "lr": t.lr, "weight_decay": t.weight_decay, "warmup": t.warmup_steps,
             "lr_decay": t.lr_decay, "ema_decay": t.ema_decay, "ema_start": t.ema_start, "ema_warmup": t.ema_warmup,
             "steps": t.steps, "preset": c.model.options.get("preset", "custom"),
-            "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False))}
+            "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False)),
+            "attention_levels": c.model.options.get("attention_levels")}
 
 
 def cpu_seconds() -> float:
@@ -493,7 +494,8 @@ def evaluate(notes: list[str]) -> None:
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
         f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule, "
-        f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}), "
+        f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}"
+        f"{', attention_levels ' + str(shared['attention_levels']) if shared.get('attention_levels') else ''}), "
         f"`{diffkit_sampler()}`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "
