@@ -254,10 +254,10 @@ def load_diffkit():
 
 
 def diffkit_sampler() -> str:
-    """The sampler the example's [sample] section names (what its users get)."""
-    import tomllib
+    """The sampler the example's [sample] section names (what its users get), as diffkit reads the config."""
+    from diffkit.config import load_config
 
-    return tomllib.loads(CONFIG.read_text()).get("sample", {}).get("sampler", "dpm-solver++")
+    return load_config(CONFIG).sample.sampler
 
 
 @torch.no_grad()

@@ -168,6 +168,5 @@ class Upsample(nn.Module):
         self.conv = conv_nd(dims, channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.mode == "nearest":
-            return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode="nearest"))
-        return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode=self.mode, align_corners=False))
+        corners = None if self.mode == "nearest" else False  # nearest takes no align_corners
+        return self.conv(F.interpolate(x, scale_factor=float(self.factor), mode=self.mode, align_corners=corners))
