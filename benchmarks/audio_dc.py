@@ -47,6 +47,19 @@ SWEEP_PER_CLASS = 16  # clips per class in parts 3 and 4
 HIGHPASS_HZ = (5.0, 20.0)  # cut-offs of the DC-blocking high-pass tried instead
 
 
+def example_setting() -> tuple[str, int, float]:
+    """(sampler, network calls, guidance) of examples/audio_wav.toml's [sample]: what `diffkit sample` uses on
+    its run, and audio_quality.md's headline row."""
+    from diffkit.config import load_config
+
+    s = load_config(aq.EXAMPLE).sample
+    return s.sampler, s.steps, float(s.guidance_scale)
+
+
+SAMPLER, CALLS, GUIDANCE = example_setting()
+HEADLINE = f"{SAMPLER}, {CALLS} calls, guidance {GUIDANCE:g}"
+
+
 def cpu_minutes() -> float:
     return time.process_time() / 60
 
@@ -122,7 +135,7 @@ def denoiser_rows(d, x0: torch.Tensor, y: torch.Tensor) -> tuple[list[list[str]]
                 a, s = float(d.sqrt_alphas_cumprod[t]), float(d.sqrt_one_minus_alphas_cumprod[t])
                 _, h1 = d.predict(x_t, tt, y, 1.0)
                 _, h1c = d.predict(x_t + DC_STEP, tt, y, 1.0)
-                _, h3 = d.predict(x_t, tt, y, 3.0)
+                _, h3 = d.predict(x_t, tt, y, GUIDANCE)
                 gain = float(np.median((dc(h1c) - dc(h1)) / DC_STEP))
                 # Posterior mean of m0 given mean(x_t) = a·m0 + s·m_ε, m_ε ~ N(0, 1/L): a·E[m0²]/(a²·E[m0²] + s²/L).
                 ideal = a * var_m / (a * a * var_m + s * s / length)
@@ -170,7 +183,7 @@ def run_sampler(d, y: Optional[torch.Tensor], sampler: str, steps: int, guidance
 
 def trajectory_rows(d, y: torch.Tensor) -> tuple[list[list[str]], list[tuple[int, float]]]:
     trace: list[tuple[int, np.ndarray]] = []
-    x_T, x = run_sampler(d, y, "dpm-solver++", 20, 3.0, aq.SEED, len(y), on_x0=lambda t, x0: trace.append((t, dc(x0))))
+    x_T, x = run_sampler(d, y, SAMPLER, CALLS, GUIDANCE, aq.SEED, len(y), on_x0=lambda t, x0: trace.append((t, dc(x0))))
     start = dc(x_T)
     rows = [[i + 1, t, f"{float(d.sqrt_alphas_cumprod[t]):.3f}", f"{med_abs(v):.4f}", f"{corr(v, start):+.2f}"]
             for i, (t, v) in enumerate(trace)]
@@ -179,18 +192,21 @@ def trajectory_rows(d, y: torch.Tensor) -> tuple[list[list[str]], list[tuple[int
 
 
 # (sampler, network calls, guidance, threshold)
-SAMPLER_SETTINGS = [
+# The example's own setting first, then the others at its guidance; duplicates dropped.
+SAMPLER_SETTINGS = list(dict.fromkeys([
+    (SAMPLER, CALLS, 1.0, "clip"),
+    (SAMPLER, CALLS, GUIDANCE, "clip"),
+    (SAMPLER, CALLS, GUIDANCE, "none"),
     ("dpm-solver++", 20, 1.0, "clip"),
-    ("dpm-solver++", 20, 2.0, "clip"),
+    ("dpm-solver++", 20, GUIDANCE, "clip"),
     ("dpm-solver++", 20, 3.0, "clip"),
-    ("dpm-solver++", 20, 3.0, "none"),
-    ("dpm-solver++", 10, 3.0, "clip"),
-    ("dpm-solver++", 50, 3.0, "clip"),
-    ("unipc", 20, 3.0, "clip"),
-    ("ddim", 20, 3.0, "clip"),
+    ("dpm-solver++", 10, GUIDANCE, "clip"),
+    ("dpm-solver++", 50, GUIDANCE, "clip"),
+    ("unipc", 20, GUIDANCE, "clip"),
+    ("ddim", 20, GUIDANCE, "clip"),
     ("ddpm", 100, 1.0, "clip"),
-    ("ddpm", 100, 3.0, "clip"),
-]
+    ("ddpm", 100, GUIDANCE, "clip"),
+]))
 
 
 def pitch(x: torch.Tensor, classes: np.ndarray) -> float:
@@ -280,10 +296,11 @@ def remedy_row(name: str, r: dict[str, float], real: bool = False) -> list[str]:
 
 
 def cli_clips(dc_offset: str, n: int, folder: Path) -> tuple[torch.Tensor, np.ndarray]:
-    """``diffkit sample`` on the tones run, as a user calls it; the WAVs read back, and the classes asked for."""
+    """``diffkit sample`` on the tones run, as a user calls it (the run's own [sample] setting); the WAVs read
+    back, and the classes asked for."""
     out = folder / f"cli-{dc_offset}"
     command = Path(sys.executable).with_name("diffkit")  # the console script installed with this interpreter's diffkit
-    subprocess.run([str(command), "sample", str(aq.RUN / "run"), "-n", str(n), "--guidance", "3", "--dc-offset", dc_offset,
+    subprocess.run([str(command), "sample", str(aq.RUN / "run"), "-n", str(n), "--dc-offset", dc_offset,
                     "--out", str(out), "--no-progress", "--device", "cpu"],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wavs = sorted(out.glob("*.wav"))
@@ -315,9 +332,9 @@ def main() -> None:
     # The sweep: 16 clips per class, the same starting noise for every setting.
     classes = torch.arange(len(aq.CLASSES)).repeat_interleave(SWEEP_PER_CLASS)
     y = aq.FOLDER_LABEL[classes]
-    check_x = d.sample(len(y), sampler="dpm-solver++", steps=20, y=y, guidance_scale=3.0,
+    check_x = d.sample(len(y), sampler=SAMPLER, steps=CALLS, y=y, guidance_scale=GUIDANCE,
                        generator=torch.Generator().manual_seed(aq.SEED))
-    same = torch.equal(check_x, run_sampler(d, y, "dpm-solver++", 20, 3.0, aq.SEED, len(y))[1])
+    same = torch.equal(check_x, run_sampler(d, y, SAMPLER, CALLS, GUIDANCE, aq.SEED, len(y))[1])
     assert same, "run_sampler no longer reproduces GaussianDiffusion.sample"
 
     print("3. trajectory", flush=True)
@@ -329,8 +346,8 @@ def main() -> None:
 
     print("6. remedies", flush=True)
     full_classes = torch.arange(len(aq.CLASSES)).repeat_interleave(aq.PER_CLASS)
-    before = aq.generate(d, full_classes, "dpm-solver++", 20, 3.0, aq.SEED)  # audio_quality.md's headline clips
-    _, in_loop = run_sampler(d, aq.FOLDER_LABEL[full_classes], "dpm-solver++", 20, 3.0, aq.SEED, len(full_classes),
+    before = aq.generate(d, full_classes, SAMPLER, CALLS, GUIDANCE, aq.SEED)  # audio_quality.md's headline clips
+    _, in_loop = run_sampler(d, aq.FOLDER_LABEL[full_classes], SAMPLER, CALLS, GUIDANCE, aq.SEED, len(full_classes),
                              zero_mean_x0=True)
     fc = full_classes.numpy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -353,14 +370,15 @@ def main() -> None:
         *[remedy_row(f"alternative: DC-blocking high-pass, 2nd-order {hz:g} Hz (not shipped)", r)
           for hz, r in highpass.items()],
         remedy_row("alternative in the engine: x̂0 made zero-mean at every step (not shipped; other clips)", loop),
-        remedy_row(f"`diffkit sample runs/bench-tones/run -n {args.cli_clips} --guidance 3 --dc-offset keep`", cli_kept),
-        remedy_row(f"`diffkit sample runs/bench-tones/run -n {args.cli_clips} --guidance 3` (default)", cli_removed),
+        remedy_row(f"`diffkit sample runs/bench-tones/run -n {args.cli_clips} --dc-offset keep`", cli_kept),
+        remedy_row(f"`diffkit sample runs/bench-tones/run -n {args.cli_clips}` (default)", cli_removed),
     ]
 
     length = d.input_shape[-1]
     predicted = HALF_NORMAL_MEDIAN / np.sqrt(length)
     g1, ddpm1 = swept[("dpm-solver++", 20, 1.0, "clip")], swept[("ddpm", 100, 1.0, "clip")]
-    guided = [r["dc"] for (_, _, w, _), r in swept.items() if w == 3.0]
+    own1 = swept[(SAMPLER, CALLS, 1.0, "clip")]
+    guided = [r["dc"] for (_, _, w, _), r in swept.items() if w == GUIDANCE]
     mid = [t for t in (670, 510, 355, 233, 150) if t in probed]
     peak_t, peak = max(trace, key=lambda item: item[1])
     peak_call = [t for t, _ in trace].index(peak_t) + 1
@@ -386,14 +404,15 @@ def main() -> None:
         "gives when v̂ carries no DC at all; the Bayes-optimal denoiser for clips like the real ones would pass "
         f"at most {max(probed[t]['ideal'] for t in mid):.3f} there (part 2). A sampler then keeps the clip's mean "
         "as it would keep a coordinate of unit-variance data: the mean of the starting noise, N(0, 1/L) per clip, "
-        f"median magnitude 0.6745/√{length} = **{predicted:.4f}**. Unguided, the clips have {g1['dc']:.4f}, "
-        f"correlated with their starting noise's mean at {g1['corr']:+.2f} (part 4); DDPM, which draws fresh "
-        f"noise at every step, ends at {ddpm1['dc']:.4f} uncorrelated with x_T ({ddpm1['corr']:+.2f}). Guidance "
-        "adds DC of its own: on noised real clips x̂0's DC error at guidance 3 is "
+        f"median magnitude 0.6745/√{length} = **{predicted:.4f}**. Unguided, the ODE sampler dpm-solver++'s clips "
+        f"have {g1['dc']:.4f}, correlated with their starting noise's mean at {g1['corr']:+.2f} (part 4); DDPM, "
+        f"which draws fresh noise at every step, ends at {ddpm1['dc']:.4f}, uncorrelated with x_T "
+        f"({ddpm1['corr']:+.2f}), and the example's {SAMPLER} at {own1['dc']:.4f} ({own1['corr']:+.2f}). Guidance "
+        f"adds DC of its own: on noised real clips x̂0's DC error at guidance {GUIDANCE:g} is "
         f"{probed[670]['err3']:.4f} at t = 670 against {probed[670]['err1']:.4f} unguided (part 2), and along a "
-        f"trajectory x̂0's DC peaks at {peak:.4f} at call {peak_call} of 20 (t = {peak_t}), then passes to the "
+        f"trajectory x̂0's DC peaks at {peak:.4f} at call {peak_call} of {CALLS} (t = {peak_t}), then passes to the "
         f"clip ({trace[-1][1]:.4f}; part 3). Samplers, step counts (10-50) and the x̂0 threshold move it within "
-        f"{min(guided):.4f}-{max(guided):.4f} at guidance 3 (part 4).{second_text} So the offset is the "
+        f"{min(guided):.4f}-{max(guided):.4f} at guidance {GUIDANCE:g} (part 4).{second_text} So the offset is the "
         "network's: the clip's mean is one coordinate of L in the loss, and a short run does not learn to "
         "remove it.",
         "",
@@ -403,8 +422,8 @@ def main() -> None:
         f"On the clips of `audio_quality.md`'s headline row the median |DC| goes from {kept['dc']:.4f} to "
         f"{removed['dc']:.5f} (real {real['dc']:.5f}); pitch match {kept['pitch']:.1%} → {removed['pitch']:.1%}, "
         f"track purity {kept['purity']:.3f} → {removed['purity']:.3f}, clipped samples {kept['clipped']:.3%} → "
-        f"{removed['clipped']:.3%} (the shift moves some samples off full scale and others onto it; real "
-        f"{real['clipped']:.3%}). Away from full scale nothing but the mean changes (largest change "
+        f"{removed['clipped']:.3%} (real {real['clipped']:.3%}; a clip whose "
+        "shifted samples would pass full scale is scaled down to a peak of 1 instead). Away from full scale nothing but the mean changes (largest change "
         f"{removed['change']:.4f} of the median RMS: 16-bit rounding). The generated clips also hold a slow "
         f"drift at 2-20 Hz (median RMS {kept['low_rms']:.4f}, real {real['low_rms']:.4f}; {kept['low_db']:+.1f} dB "
         "per bin over their broadband floor), which removing the mean leaves; a DC-blocking high-pass at "
@@ -428,9 +447,9 @@ def main() -> None:
         "",
     ]
     lines += table(["t", "√ᾱ_t", "DC gain (measured)", "DC gain (optimal)", "x̂0 DC error, guidance 1",
-                    "corr. with noise's DC", "x̂0 DC error, guidance 3"], rows_denoiser)
+                    "corr. with noise's DC", f"x̂0 DC error, guidance {GUIDANCE:g}"], rows_denoiser)
     lines += [
-        "", f"## 3. x̂0's DC along a trajectory (dpm-solver++, 20 calls, guidance 3, {len(y)} clips)", "",
+        "", f"## 3. x̂0's DC along a trajectory ({HEADLINE}, {len(y)} clips)", "",
     ]
     lines += table(["call", "t", "√ᾱ_t", "median abs DC of x̂0", "corr. with x_T's DC"], rows_traj)
     lines += [
@@ -454,7 +473,8 @@ def main() -> None:
             f"correlation with the starting noise's mean {second['corr']:+.2f}. DC gain {gains}.",
         ]
     lines += [
-        "", "## 6. Remedies (dpm-solver++, 20 calls, guidance 3: the clips of `audio_quality.md`'s headline row)", "",
+        "", f"## 6. Remedies ({HEADLINE}: the example's own setting, the clips of `audio_quality.md`'s headline "
+        "row)", "",
         "Every generated row is written as 16-bit WAVs and read back (the CLI's rows by `diffkit sample` itself). "
         "*RMS at 2-20 Hz*: median over clips of the RMS of what lies between 2 and 20 Hz, the clip's mean left out "
         "(Hann window). *2-20 Hz over floor*: median of the power per FFT bin there over that between 2 and 3.9 kHz, "
