@@ -61,7 +61,7 @@ def build_diffusion(config: Config, example_shape: Sequence[int]) -> GaussianDif
     model = _plugin("backbone", "model.backbone", config.model.backbone, options)
     d = config.diffusion
     try:
-        betas = make_beta_schedule(d.schedule, d.timesteps)
+        betas = make_beta_schedule(d.schedule, d.timesteps, d.schedule_shift)
     except ValueError as exc:
         raise ConfigError(f"diffusion.timesteps: {exc}") from None
     return GaussianDiffusion(

@@ -84,6 +84,8 @@ class DiffusionSection(_Section):
     # Every default and choice below is the engine's own (GaussianDiffusion, diffkit.schedules).
     timesteps: int = Field(DEFAULT_TIMESTEPS, ge=2)
     schedule: Literal[tuple(SCHEDULES)] = DEFAULT_SCHEDULE  # type: ignore[valid-type]
+    # > 1: every step noisier, the log-SNR moved by -2 ln(shift) (diffkit.schedules.shift_schedule); 1: as named.
+    schedule_shift: float = Field(1.0, gt=0)
     objective: Literal[OBJECTIVES] = _engine_default(_ENGINE, "objective")  # type: ignore[valid-type]
     variance: Literal[VARIANCES] = _engine_default(_ENGINE, "variance")  # type: ignore[valid-type]  # σ² of DDPM
     # Keep the predicted x0 in [-1, 1] while sampling (data lives there): clamp, or Imagen's dynamic thresholding.

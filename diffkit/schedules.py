@@ -29,15 +29,31 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return betas.clamp(max=max_beta)
 
 
+def shift_schedule(betas: torch.Tensor, shift: float, max_beta: float = 0.999) -> torch.Tensor:
+    """β whose log-SNR is that of ``betas`` moved by −2·ln(shift) at every step (Hoogeboom et al. 2023, "simple
+    diffusion"). ``shift`` > 1 makes every step noisier: for data of many redundant samples (a long waveform, a
+    large image) a given SNR per sample still shows the signal plainly, so the unshifted schedule spends few
+    steps where its coarse structure (a tone's pitch) is decided. ``shift`` = 1 returns ``betas`` unchanged."""
+    if not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"schedule shift must be a positive number, got {shift}")
+    if shift == 1:
+        return betas
+    abar = torch.cumprod(1 - betas.to(torch.float64), 0)
+    shifted = torch.sigmoid(torch.log(abar) - torch.log1p(-abar) - 2 * math.log(shift))
+    previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
+    return (1 - shifted / previous).clamp(max=max_beta)
+
+
 SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule}
 # The seed's choice: the linear schedule over 1000 steps (Ho et al. 2020).
 DEFAULT_SCHEDULE = "linear"
 DEFAULT_TIMESTEPS = 1000
 
 
-def make_beta_schedule(name: str, T: int) -> torch.Tensor:
-    """β for a schedule chosen by name (as a config does)."""
+def make_beta_schedule(name: str, T: int, shift: float = 1.0) -> torch.Tensor:
+    """β for a schedule chosen by name (as a config does), its log-SNR shifted by ``shift`` (``shift_schedule``)."""
     try:
-        return SCHEDULES[name](T)
+        schedule = SCHEDULES[name]
     except KeyError:
         raise ValueError(f"unknown beta schedule {name!r}; choose one of {sorted(SCHEDULES)}") from None
+    return shift_schedule(schedule(T), shift)

@@ -20,6 +20,8 @@ def minimal(**extra):
         (minimal(sample={"sampler": "heun"}), "key 'sample.sampler': unknown sampler 'heun'"),
         (minimal(diffusion={"schedule": "sigmoid"}), "key 'diffusion.schedule': Input should be 'linear' or 'cosine'"),
         (minimal(sample={"dc_offset": "highpass"}), "key 'sample.dc_offset': Input should be 'remove' or 'keep'"),
+        (minimal(diffusion={"schedule_shift": 0}), "key 'diffusion.schedule_shift': Input should be greater than 0"),
+        (minimal(diffusion={"schedule_shift": float("nan")}), "key 'diffusion.schedule_shift': Input should be a finite"),
         ({"model": {"backbone": "unet2d"}}, "missing required key 'data'"),
         (minimal(extra={"x": 1}), "unknown key 'extra'"),
     ],
@@ -71,3 +73,19 @@ def test_cond_dim_follows_the_conditioner_or_is_checked():
     raw["model"]["options"]["cond_dim"] = 16
     with pytest.raises(ConfigError, match="model.options.cond_dim is 16 but the 'labels' conditioner produces 12"):
         build_diffusion(validate(raw), info)
+
+
+def test_schedule_shift_reaches_the_built_engine():
+    import torch
+
+    from diffkit.build import build_diffusion
+    from diffkit.schedules import make_beta_schedule
+
+    raw = minimal(model={"options": {"in_channels": 1, "channels": [8, 16], "attention_levels": []}},
+                  diffusion={"schedule": "cosine", "timesteps": 100})
+    plain = build_diffusion(validate(raw), [1, 8, 8])
+    assert torch.equal(plain.betas, make_beta_schedule("cosine", 100))
+    raw["diffusion"]["schedule_shift"] = 3
+    shifted = build_diffusion(validate(raw), [1, 8, 8])
+    assert torch.equal(shifted.betas, make_beta_schedule("cosine", 100, 3.0))
+    assert (shifted.alphas_cumprod < plain.alphas_cumprod).all()  # noisier at every step

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -16,6 +18,29 @@ def oracle_diffusion(shape, betas=None, objective="eps", **kwargs):
     abar = torch.cumprod(1 - betas, 0)
     kwargs.setdefault("threshold", "none")  # the oracle is exact: sample it unclipped
     return GaussianDiffusion(GaussianOracle(abar, MEAN, STD, objective), shape, betas, objective=objective, **kwargs)
+
+
+def _log_snr(betas):
+    abar = torch.cumprod(1 - betas, 0)
+    return abar.log() - (-abar).log1p()
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("shift", [0.5, 2.0, 4.0])
+def test_a_shifted_schedule_moves_the_log_snr_by_minus_two_log_shift(name, shift):
+    base, shifted = make_beta_schedule(name, 1000), make_beta_schedule(name, 1000, shift)
+    assert shifted.dtype == torch.float64 and torch.equal(make_beta_schedule(name, 1000, 1.0), base)
+    capped = (shifted >= 0.999).nonzero()
+    end = int(capped[0]) if len(capped) else 1000  # a β capped at 0.999 bends ᾱ from there on
+    assert end > 900
+    difference = _log_snr(shifted)[:end] - _log_snr(base)[:end]
+    torch.testing.assert_close(difference, torch.full_like(difference, -2 * math.log(shift)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_bad_schedule_shift_is_refused(shift):
+    with pytest.raises(ValueError, match="schedule shift must be a positive number"):
+        make_beta_schedule("cosine", 10, shift)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3, 4, 5])
