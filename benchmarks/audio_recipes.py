@@ -36,7 +36,10 @@ CHANGES = {
     "p2-adagn-1600": "audio-p2 with adaptive GroupNorm, 1600 steps",
     "p2-adagn-lin": "audio-p2 with adaptive GroupNorm and linear upsampling (upsample_mode)",
     "p2-adagn-1650": "the example (audio-p2, adaptive GroupNorm) at 1650 steps instead of 1400",
+    "example-1400": "the example as committed (audio-p2, adaptive GroupNorm, 1400 steps): audio_quality.md's run, "
+                    "judged here again",
     "shift2": "the example with the log-SNR schedule shifted by -2 ln 2 (diffusion.schedule_shift = 2: noisier)",
+    "shift0.5": "the example with the log-SNR schedule shifted by +2 ln 2 (diffusion.schedule_shift = 0.5: less noisy)",
     "shift4": "the example with the log-SNR schedule shifted by -2 ln 4 (diffusion.schedule_shift = 4: noisier)",
 }
 
