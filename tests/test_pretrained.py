@@ -354,6 +354,7 @@ def test_schedules_are_read_as_the_scheduler_computes_them(tmp_path, scheduler_o
     (diffkit.schedules.cosine_beta_schedule(50), "squaredcos_cap_v2"),
     (torch.linspace(0.01**0.5, 0.2**0.5, 50, dtype=torch.float64) ** 2, "scaled_linear"),
     (torch.rand(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1 + 0.001, "trained_betas"),
+    (diffkit.schedules.make_beta_schedule("cosine", 50, 2.0), "trained_betas"),  # diffusion.schedule_shift = 2
 ])
 def test_exported_schedules_and_dynamic_thresholds_reach_diffusers(tmp_path, betas, written):
     model = diffkit.create_backbone("unet2d", **pretrained.diffusers_backbone_options(_write_base(tmp_path)))
