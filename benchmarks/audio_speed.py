@@ -36,6 +36,12 @@ NETWORKS = {
                                                      num_res_blocks=1, downsample_factors=4),
     f"{RECOMMENDED} preset": dict(preset=RECOMMENDED),
 }
+# The examples' networks (timed only): the preset with adaptive GroupNorm, and with attention at 512 positions too.
+EXAMPLE_NETWORKS = {
+    f"{RECOMMENDED} + scale_shift_norm (examples/audio_wav.toml)": dict(preset=RECOMMENDED, scale_shift_norm=True),
+    f"{RECOMMENDED} + scale_shift_norm + attention at 512 positions (examples/speech_digits.toml)":
+        dict(preset=RECOMMENDED, scale_shift_norm=True, attention_levels=[1, 2, 4]),
+}
 PRESET_NOTE = ("`audio-p2` folds 2 samples into channels (`patch_size=2`), so its finest level has 2,048 positions of "
                "only 16 channels, then 512 × 32, 128 × 64 (with attention), 32 × 128 and 8 × 256 (with attention); the "
                "seed's finest level runs 32-channel convolutions over all 4,096 samples, which is where its time goes "
@@ -59,7 +65,7 @@ def speed(repeats: int) -> tuple[dict, dict, dict]:
     x = torch.randn(BATCH, 1, LENGTH).clamp(-1, 1)
     y = torch.randint(0, 4, (BATCH,))
     runners, cpu, params = {}, {}, {}
-    for name, options in NETWORKS.items():
+    for name, options in {**NETWORKS, **EXAMPLE_NETWORKS}.items():
         d = build(options)
         params[name] = sum(p.numel() for p in d.parameters())
         opt = torch.optim.AdamW(d.parameters(), 1e-3)
@@ -139,14 +145,14 @@ def main() -> None:
     set_threads(args.threads)
     started = time.perf_counter()
     times, cpu, params = speed(args.repeats)
-    names = list(NETWORKS)
-    seed, fast = names
+    seed, fast = list(NETWORKS)
     ratio = paired_ratio(times, seed, fast)
     rows = []
-    for n in names:
+    for n in [*NETWORKS, *EXAMPLE_NETWORKS]:
         user, system = cpu[n]
         rows.append([n, f"{params[n] / 1e6:.2f}M", f"{median(times[n]):.2f}", f"{system / (user + system):.1%}",
-                     "1.00×" if n == seed else f"**{ratio:.2f}×**"])
+                     "1.00×" if n == seed else f"**{ratio:.2f}×**" if n == fast else
+                     f"{paired_ratio(times, seed, n):.2f}× ({paired_ratio(times, fast, n):.2f}× the preset's speed)"])
     lines = [
         f"# Audio: training-step speed of the `{RECOMMENDED}` unet1d preset",
         "",
@@ -155,7 +161,8 @@ def main() -> None:
         f"One training step (forward, backward, AdamW; v-prediction, labels) at batch {BATCH} on {LENGTH}-sample clips, "
         f"{args.repeats} interleaved rounds (+1 warm-up): the `{RECOMMENDED}` preset is **{ratio:.2f}× faster** than "
         "the seed's AudioDDPM network with the factors of 4 of the first `examples/audio_wav.toml` (median of "
-        "per-round ratios).",
+        "per-round ratios). The examples' networks, timed in the same rounds, against the seed's and (in "
+        "brackets) the preset's.",
         "",
         *table(["network", "parameters", "median s/step", "system share of CPU time", "speed-up"], rows),
         "",
