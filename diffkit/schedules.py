@@ -31,9 +31,10 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
 
 def shift_schedule(betas: torch.Tensor, shift: float, max_beta: float = 0.999) -> torch.Tensor:
     """β whose log-SNR is that of ``betas`` moved by −2·ln(shift) at every step (Hoogeboom et al. 2023, "simple
-    diffusion"). ``shift`` > 1 makes every step noisier: for data of many redundant samples (a long waveform, a
-    large image) a given SNR per sample still shows the signal plainly, so the unshifted schedule spends few
-    steps where its coarse structure (a tone's pitch) is decided. ``shift`` = 1 returns ``betas`` unchanged."""
+    diffusion"). ``shift`` > 1 makes every step noisier, which that paper recommends for large images: with
+    many redundant samples a given SNR per sample still shows the signal's coarse structure plainly.
+    ``shift`` = 1 returns ``betas`` unchanged. On diffkit's audio examples no shift helped (0.5, 2 and 4 on
+    tones, 2 on spoken digits: benchmarks/results/audio_recipes.md, speech_digits.md)."""
     if not (math.isfinite(shift) and shift > 0):
         raise ValueError(f"schedule shift must be a positive number, got {shift}")
     if shift == 1:
