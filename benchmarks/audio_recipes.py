@@ -39,6 +39,7 @@ CHANGES = {
     "example-1400": "the example as committed (audio-p2, adaptive GroupNorm, 1400 steps): audio_quality.md's run, "
                     "judged here again",
     "shift2": "the example with the log-SNR schedule shifted by -2 ln 2 (diffusion.schedule_shift = 2: noisier)",
+    "adagn-lr2e-3": "the example at lr 2e-3 instead of 1e-3 (same 1400 steps)",
     "shift0.5": "the example with the log-SNR schedule shifted by +2 ln 2 (diffusion.schedule_shift = 0.5: less noisy)",
     "shift4": "the example with the log-SNR schedule shifted by -2 ln 4 (diffusion.schedule_shift = 4: noisier)",
 }
