@@ -83,6 +83,11 @@ def inpaint_command(
         from .build import sample_labels
 
         y = sample_labels(diffusion, num, labels).to(device)
+    elif guidance_scale != 1.0:
+        if args.guidance is not None:
+            raise ConfigError(f"--guidance {args.guidance:g} needs --labels: without them a conditional run "
+                              "fills in with its null label, which guidance has nothing to steer toward")
+        guidance_scale = 1.0  # the run's [sample] guidance is for labelled samples; none were given
     options = dict(sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
                    generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
                    resample=args.resample, jump_length=args.jump_length, resample_below=args.resample_below,

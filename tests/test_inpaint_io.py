@@ -43,6 +43,24 @@ def audio_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def guided_audio_run(tmp_path_factory):
+    """Class-conditional, with guidance 2 in its [sample] section, as examples/audio_wav.toml has."""
+    tmp = tmp_path_factory.mktemp("guided-audio")
+    config = {
+        "run": {"dir": str(tmp / "run"), "seed": 0, "device": "cpu"},
+        "data": {"dataset": "tones", "options": {"num_examples": 4, "sample_rate": RATE, "length": LENGTH,
+                                                 "num_classes": 2}, "batch_size": 2},
+        "model": {"backbone": "unet1d", "options": {"in_channels": 1, "channels": [8, 16], "num_res_blocks": 1,
+                                                    "attention_levels": [], "cond_dim": 8},
+                  "conditioner": {"name": "labels", "options": {"num_classes": 2, "dim": 8}}},
+        "diffusion": {"timesteps": 30},
+        "train": {"steps": 1, "lr": 1e-3, "ema_decay": 0.9, "ema_start": 0, "log_every": 1},
+        "sample": {"num": 1, "sampler": "ddim", "steps": 2, "guidance_scale": 2.0},
+    }
+    return Trainer(validate(config), progress=False).run()
+
+
+@pytest.fixture(scope="module")
 def volume_run(tmp_path_factory):
     return train(tmp_path_factory.mktemp("volume"),
                  {"dataset": "solids", "options": {"num_examples": 4, "size": 8}},
@@ -144,6 +162,25 @@ def test_audio_gap_in_a_longer_file_and_extension(audio_run, tmp_path, capsys):
                  "--out", str(out / "ext"), *FAST]) == 0
     data, _ = sf.read(capsys.readouterr().out.split()[0], dtype="float32")
     assert len(data) == 1000 and np.abs(data[:600] - wave).max() < 1e-4
+
+
+def test_a_run_with_guidance_in_its_sample_section_fills_without_labels(guided_audio_run, tmp_path, capsys):
+    """The README's `diffkit sample runs/audio --input … --extend 3` on the example's run (guidance 2, no
+    --labels): filled in with the null label, unguided; with --labels the run's guidance applies."""
+    t = np.arange(400) / RATE
+    wave = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    sf.write(tmp_path / "tone.wav", wave, RATE, subtype="FLOAT")
+    for n, region in enumerate((["--extend", "0.05"], ["--gap", "0.040:0.060"])):
+        assert main(["sample", str(guided_audio_run), "--input", str(tmp_path / "tone.wav"), *region,
+                     "--out", str(tmp_path / f"out{n}"), *FAST]) == 0
+        data, _ = sf.read(capsys.readouterr().out.split()[0], dtype="float32")
+        assert len(data) == (600 if n == 0 else 400) and np.isfinite(data).all()
+    assert main(["sample", str(guided_audio_run), "--input", str(tmp_path / "tone.wav"), "--gap", "0.040:0.060",
+                 "--labels", "1", "--out", str(tmp_path / "labelled"), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(guided_audio_run), "--input", str(tmp_path / "tone.wav"), "--gap", "0.040:0.060",
+                 "--guidance", "3", *FAST]) == 2
+    assert "--guidance 3 needs --labels" in error_line(capsys)
 
 
 @pytest.mark.parametrize("args, message", [
