@@ -48,6 +48,16 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
     losses = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert len(losses) == 2
 
+    # The README's continuation command on the example's run (its [sample]: guidance 2, no --labels given).
+    from diffkit.cli import main
+
+    given = sorted((tmp_path / "wavs" / classes[0]).glob("*.wav"))[0]
+    assert main(["sample", str(run), "--input", str(given), "--extend", "0.1", "--steps", "2", "--resample", "1",
+                 "--out", str(tmp_path / "extended"), "--no-progress"]) == 0
+    (made,) = sorted((tmp_path / "extended").glob("*.wav"))
+    data, rate = sf.read(made)
+    assert rate == 8000 and data.shape == (4096 + 800,) and np.abs(data).max() <= 1.0
+
 
 def test_audio_sampling_under_torchrun_writes_the_same_dc_free_wavs_as_one_process(tmp_path):
     # `diffkit sample RUN` on an audio run, once in one process and once as the README's
