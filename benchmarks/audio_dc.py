@@ -50,9 +50,7 @@ HIGHPASS_HZ = (5.0, 20.0)  # cut-offs of the DC-blocking high-pass tried instead
 def example_setting() -> tuple[str, int, float]:
     """(sampler, network calls, guidance) of examples/audio_wav.toml's [sample]: what `diffkit sample` uses on
     its run, and audio_quality.md's headline row."""
-    from diffkit.config import load_config
-
-    s = load_config(aq.EXAMPLE).sample
+    s = aq.example_sample()
     return s.sampler, s.steps, float(s.guidance_scale)
 
 

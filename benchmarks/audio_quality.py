@@ -213,6 +213,13 @@ SETTINGS = [
 ]
 
 
+def example_sample():
+    """examples/audio_wav.toml's [sample] section as diffkit reads it (its defaults filled in)."""
+    from diffkit.config import load_config
+
+    return load_config(EXAMPLE).sample
+
+
 def clip_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
     """Per clip: DC offset (mean sample), share of samples at |x| ≥ 0.999, RMS."""
     x = x.detach().float().cpu().mean(1)
@@ -260,18 +267,18 @@ def main() -> None:
               f"({r['seconds']:.0f} s)", flush=True)
 
     # The headline: the example's own [sample] setting (what its users get), else the best of the 20-call ones.
-    sample = tomllib.loads(EXAMPLE.read_text()).get("sample", {})
+    sample = example_sample()
     own = [name for name, sampler, steps, w, _ in SETTINGS
-           if (sampler, steps, w) == (sample.get("sampler"), sample.get("steps"), float(sample.get("guidance_scale", 1)))]
+           if (sampler, steps, w) == (sample.sampler, sample.steps, float(sample.guidance_scale))]
     best_name = own[0] if own else max((n for n in runs if runs[n]["steps"] == 20), key=lambda n: runs[n]["all"])
     best = runs[best_name]
     spectrogram_png(real_x, real_y, best["x"], best["y"], RESULTS / "audio_spectrograms.png")
     wav_dir = RESULTS / "audio_tones"
-    from diffkit.data import DEFAULT_DC_OFFSET, apply_dc_offset, save_wav
+    from diffkit.data import apply_dc_offset, save_wav
 
     for k, cls in enumerate(CLASSES):
         # as diffkit writes them: the example's dc_offset (by default each clip's mean removed)
-        clip = apply_dc_offset(best["x"][best["y"] == k][:1], sample.get("dc_offset", DEFAULT_DC_OFFSET))[0]
+        clip = apply_dc_offset(best["x"][best["y"] == k][:1], sample.dc_offset)[0]
         save_wav(clip, wav_dir / f"{cls.replace(' ', '_')}.wav", SAMPLE_RATE)
 
     # Chance: white noise at about a real clip's loudness, with the labels of the headline setting.

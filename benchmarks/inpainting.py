@@ -194,17 +194,16 @@ def bench_audio(rows: list, lines: list) -> None:
     x = torch.stack([held[i][0] for i in range(len(held))])
     mask = torch.ones(1, LENGTH, dtype=torch.bool)
     mask[:, GAP[0]:GAP[1]] = False
-    filled = {}
-    for name, options in settings():
-        out = diffusion.sample(len(x), known=x, mask=mask, generator=torch.Generator().manual_seed(1), **options)
-        filled[name] = out
-        rows.append(["tones: a 100 ms gap", name, cost(diffusion, options), f"{gap_match(out, x).mean():.1%}"])
+
+    def fill_gaps(model, name: str, options: dict, row_name: str) -> torch.Tensor:
+        out = model.sample(len(x), known=x, mask=mask, generator=torch.Generator().manual_seed(1), **options)
+        rows.append(["tones: a 100 ms gap", row_name, cost(model, options), f"{gap_match(out, x).mean():.1%}"])
         print(rows[-1], flush=True)
+        return out
+
+    filled = {name: fill_gaps(diffusion, name, options, name) for name, options in settings()}
     for name, options in (settings()[0], settings()[3]):  # the default, and the guided one
-        out = previous.sample(len(x), known=x, mask=mask, generator=torch.Generator().manual_seed(1), **options)
-        rows.append(["tones: a 100 ms gap", f"{PREVIOUS_TONES_STEPS}-step model: {name}", cost(previous, options),
-                     f"{gap_match(out, x).mean():.1%}"])
-        print(rows[-1], flush=True)
+        fill_gaps(previous, name, options, f"{PREVIOUS_TONES_STEPS}-step model: {name}")
     free = diffusion.sample(len(x), sampler=SAMPLER, steps=STEPS, generator=torch.Generator().manual_seed(2))
     spliced = torch.where(mask, x, free)
     rows.append(["tones", "gap from an unconditional sample (no known part)", STEPS, f"{gap_match(spliced, x).mean():.1%}"])
