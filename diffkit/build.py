@@ -23,9 +23,13 @@ def build_dataset(config: Config) -> Dataset:
         dataset = data_module.create_dataset(config.data.dataset, **config.data.options)
     except data_module.DataError as exc:
         raise ConfigError(f"data.options: {exc}") from None
+    except data_module.OptionTypeError as exc:
+        raise ConfigError(f"data.options.{exc.key}: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:
         key = "data.dataset" if "unknown dataset" in str(exc) else "data.options"
-        raise ConfigError(f"{key}: dataset {config.data.dataset!r}: {exception_line(exc)}") from None
+        line = exception_line(exc)
+        prefix = f"dataset {config.data.dataset!r}: "
+        raise ConfigError(f"{key}: {'' if line.startswith(prefix) else prefix}{line}") from None
     except ModuleNotFoundError as exc:
         raise ConfigError(f"data.dataset: {exc}") from None
     if len(dataset) == 0:

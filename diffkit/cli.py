@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import signal
 import sys
@@ -56,14 +55,7 @@ _positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer
 _seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
 
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+_finite = inpaint_io.finite_number
 
 
 def _labels(text: str) -> list[int]:
@@ -244,7 +236,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
                 eta=args.eta if args.eta is not None else s.eta,
                 guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
-                out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}")
+                out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}", data=run.config.data)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     paths = run.sample(

@@ -258,14 +258,17 @@ def extend(
         raise ValueError(f"x has {x.shape[-1]} elements along its last axis, fewer than the overlap {overlap}")
     if length <= x.shape[-1]:
         raise ValueError(f"length {length} is not beyond the {x.shape[-1]} elements x already has")
-    pieces = [x]
+    step = window - overlap
     made = x.shape[-1]
-    mask = torch.zeros(diffusion.input_shape[-1], dtype=torch.bool, device=x.device)
+    windows = -(-(length - made) // step)
+    # One buffer for the whole result: concatenating what was made at every window would copy it all each time.
+    result = torch.empty(*x.shape[:-1], made + windows * step, dtype=x.dtype, device=x.device)
+    result[..., :made] = x
+    mask = torch.zeros(window, dtype=torch.bool, device=x.device)
     mask[:overlap] = True
-    while made < length:
-        tail = torch.cat(pieces, -1)[..., -overlap:]
-        known = torch.nn.functional.pad(tail, (0, window - overlap))
+    for _ in range(windows):
+        known = torch.nn.functional.pad(result[..., made - overlap:made], (0, step))
         out = diffusion.sample(x.shape[0], known=known, mask=mask, **sample_options)
-        pieces = [torch.cat(pieces, -1), out[..., overlap:].to(x.dtype)]
-        made += window - overlap
-    return torch.cat(pieces, -1)[..., :length]
+        result[..., made:made + step] = out[..., overlap:].to(x.dtype)
+        made += step
+    return result[..., :length]

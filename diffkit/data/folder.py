@@ -91,10 +91,14 @@ class FolderDataset(Dataset):
     file_kind: str  # what a good file is, for error messages
     example_shape: tuple[int, ...]
 
-    def _scan(self, root: PathLike, labels: bool, on_error: str, cache_bytes: int) -> None:
+    def _scan(self, root: Optional[PathLike], labels: bool, on_error: str, cache_bytes: int) -> None:
         check_choice("on_error", on_error, ("raise", "skip"))
-        self.root = Path(root)
         self.on_error = on_error
+        if root is None:  # a reader of single files (see ``reader``): no folder to scan
+            self.root, self.classes = None, None
+            self.files, self.targets, self._cache, self.skipped = [], [], [], []
+            return
+        self.root = Path(root)
         files, targets, self.classes = list_files(self.root, self.extensions, labels)
         self.files: list[Path] = []
         self.targets: list[int] = []
@@ -130,6 +134,17 @@ class FolderDataset(Dataset):
                 raise DataError(self.root, f"no usable files; {message}")
             warnings.warn(message, DataWarning, stacklevel=3)
         self.skipped = skipped
+
+    @classmethod
+    def reader(cls, **options) -> "FolderDataset":
+        """An instance with ``options`` (``root`` excepted) that reads single files with :meth:`read`, decoded
+        and checked exactly as the folder dataset reads its own, without a folder to scan."""
+        return cls(None, **options)
+
+    def read(self, path: PathLike) -> torch.Tensor:
+        """One file as this dataset loads it (every deterministic step, no augmentation); bad input is a
+        :class:`DataError` naming the file."""
+        return self._load_checked(Path(path))
 
     def _load_checked(self, path: Path) -> torch.Tensor:
         try:

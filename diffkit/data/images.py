@@ -8,7 +8,7 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .folder import DEFAULT_CACHE_BYTES, DataError, FolderDataset, PathLike, check_choice, random_flip
 
@@ -64,7 +64,9 @@ class ImageFolder(FolderDataset):
     def load(self, path: Path) -> torch.Tensor:
         with Image.open(path) as img:
             img.load()  # decode fully now: a truncated file fails here, not at training time
-            x, grey, bands = _pixels(path, img)
+            # A camera's JPEG stores its pixels unrotated plus an EXIF orientation that viewers apply.
+            upright = ImageOps.exif_transpose(img)
+            x, grey, bands = _pixels(path, upright)
         if bands != self.channels:
             if not self.convert:
                 raise DataError(path, f"has {bands} channel(s) (mode {img.mode}); expected {self.channels} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,6 +26,23 @@ def _read_nifti(path: Path) -> np.ndarray:
     array = np.asarray(nibabel.load(str(path)).dataobj)
     # NIfTI keeps channels (or time) on the last axis; diffkit wants them first.
     return np.moveaxis(array, -1, 0) if array.ndim == 4 else array
+
+
+def load_npy(path: PathLike) -> np.ndarray:
+    """A ``.npy`` file's array, never unpickling anything: a file without NumPy's header, or one holding
+    Python objects, is a :class:`DataError` (numpy's own message would suggest loading it unsafely)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise DataError(path, "is not a .npy array (no NumPy header); expected a file written by numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(path, "holds Python objects (pickled), which diffkit never loads; "
+                                  "expected a numeric .npy array") from None
+        raise
 
 
 class VolumeFolder(FolderDataset):
@@ -73,8 +91,15 @@ class VolumeFolder(FolderDataset):
         self._scan(root, labels, on_error, cache_bytes)
 
     def load(self, path: Path) -> torch.Tensor:
+        x, _ = self.normalized(path, self.array(path))
+        if self.crop == "center":
+            x = self._crop_or_pad(x, random=False)
+        return x.contiguous()
+
+    def array(self, path: Path) -> np.ndarray:
+        """The file's array (C, D, H, W) as stored, checked: real, finite, of this dataset's channels, not empty."""
         if path.name.lower().endswith(".npy"):
-            array = np.load(path, allow_pickle=False)  # never unpickle what a folder holds
+            array = load_npy(path)
         else:
             array = _read_nifti(path)
         if array.dtype.kind not in "biuf":
@@ -87,24 +112,23 @@ class VolumeFolder(FolderDataset):
             raise DataError(path, f"has {array.shape[0]} channel(s) (shape {array.shape}); expected {self.channels}")
         if 0 in array.shape:
             raise DataError(path, f"is empty (shape {array.shape}); expected at least one voxel")
-        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if not torch.isfinite(x).all():
-            raise DataError(path, f"holds {int((~torch.isfinite(x)).sum())} NaN or infinite voxel(s); expected finite values")
-        x = self._normalize(path, x)
-        if self.crop == "center":
-            x = self._crop_or_pad(x, random=False)
-        return x.contiguous()
+        if array.dtype.kind == "f":  # checked in the file's own precision: float64 beyond float32's range is finite
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            if bad:
+                raise DataError(path, f"holds {bad} NaN or infinite voxel(s); expected finite values")
+        return array
 
-    def _normalize(self, path: Path, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
+    def normalized(self, path: Path, array: np.ndarray) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, torch.Tensor]]]:
+        """``array`` mapped to [-1, 1] per channel as ``normalize`` says (float32), and the (lo, hi) per channel,
+        each (C, 1, 1, 1) float64, that map to -1 and 1 (None with ``normalize="none"``): see :meth:`denormalize`."""
+        # In float64: the span of values near ±3.4e38 overflows float32 (inf, then NaN after dividing).
+        wide = torch.from_numpy(np.asarray(array, dtype=np.float64))
+        flat = wide.flatten(1)
         if self.normalize == "none":
             lo, hi = float(flat.min()), float(flat.max())
             if lo < -1 or hi > 1:
                 raise DataError(path, f"values span [{lo:g}, {hi:g}]; expected [-1, 1] with normalize='none'")
-            return x
-        # In float64: the span of values near ±3.4e38 overflows float32 (inf, then NaN after dividing).
-        wide = x.double()
-        flat = wide.flatten(1)
+            return wide.float(), None
         if self.normalize == "minmax":
             lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
         else:
@@ -118,7 +142,16 @@ class VolumeFolder(FolderDataset):
         if not bool(torch.isfinite(out).all()):
             raise DataError(path, f"normalising its values ({float(flat.min()):g}…{float(flat.max()):g}) gives "
                                   "non-finite numbers; expected finite values of a usable range")
-        return out
+        return out, (lo, hi)
+
+    @staticmethod
+    def denormalize(x: torch.Tensor, bounds: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The inverse of :meth:`normalized` (float64): [-1, 1] back to the file's units (a constant channel
+        comes back as its constant)."""
+        if bounds is None:
+            return x.double()
+        lo, hi = bounds
+        return lo + (x.double() + 1) / 2 * (hi - lo)
 
     def _crop_or_pad(self, x: torch.Tensor, random: bool) -> torch.Tensor:
         for axis, want in enumerate(self.shape, start=1):

@@ -74,16 +74,22 @@ def save_images(x: torch.Tensor, directory: Union[str, os.PathLike], stem: str =
     return [_save_png(img, Path(directory) / f"{stem}_{i:04d}.png") for i, img in enumerate(to_uint8_images(x))]
 
 
-def save_wav(x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int) -> Path:
-    """Save one waveform (C, L) in [-1, 1] as a 16-bit PCM WAV file."""
+def save_wav(x: torch.Tensor, path: Union[str, os.PathLike], sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Save one waveform (C, L) in [-1, 1] as a WAV file, 16-bit PCM unless ``subtype`` names another of
+    soundfile's WAV formats ("PCM_24", "FLOAT", …)."""
     if x.ndim != 2:
         raise ValueError(f"save_wav expects one waveform (C, L), got {tuple(x.shape)}")
     path = Path(path)
     # soundfile scales floats by 32767 and clips, so +1 and -1 both survive as full-scale samples.
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x.detach().float().cpu().clamp(-1, 1).T.numpy(), int(sample_rate), subtype="PCM_16",
+        sf.write(str(tmp), x.detach().cpu().to(_wav_dtype(x)).clamp(-1, 1).T.numpy(), int(sample_rate), subtype=subtype,
                  format="WAV")
     return path
+
+
+def _wav_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 samples are written from float64 (32-bit PCM and DOUBLE hold more than float32 does)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def save_volume(x: torch.Tensor, path: Union[str, os.PathLike]) -> Path:

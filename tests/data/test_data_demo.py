@@ -1,3 +1,4 @@
+import re
 import sys
 
 import numpy as np
@@ -125,3 +126,24 @@ def test_demo_options_are_checked():
         SolidsDataset(size=4)
     with pytest.raises(ValueError, match="split"):
         DigitsDataset(split="val")
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("audio_folder", {"labels": "false"}, "option 'labels' expects true or false, got 'false'"),
+    ("audio_folder", {"sample_rate": 8000.5}, "option 'sample_rate' expects an integer, got 8000.5"),
+    ("audio_folder", {"sample_rate": "8000"}, "option 'sample_rate' expects an integer, got '8000'"),
+    ("image_folder", {"size": [8]}, "option 'size' expects an integer or a list of 2 integers, got [8]"),
+    ("volume_folder", {"shape": [8, 8]}, "option 'shape' expects a list of 3 integers, got [8, 8]"),
+    ("volume_folder", {"flip_axes": [0, "a"]}, "option 'flip_axes' expects a list of integers"),
+])
+def test_dataset_options_of_the_wrong_type_are_refused_by_name(tmp_path, name, options, message):
+    """A config's "false" is a true string: refused before the folder is read, naming the option."""
+    from diffkit.data import OptionTypeError
+
+    with pytest.raises(OptionTypeError, match=re.escape(message)) as info:
+        create_dataset(name, root=str(tmp_path), **options)
+    assert info.value.key == next(iter(options))
+
+
+def test_numpy_numbers_are_accepted_as_option_values():
+    assert create_dataset("tones", num_examples=np.int64(4), sample_rate=np.int32(4000), length=64).example_shape == (1, 64)

@@ -223,3 +223,16 @@ def test_every_png_mode_and_depth_converts_like_the_reference(tmp_path, monkeypa
     np.testing.assert_allclose(x.numpy(), expected * 2 - 1, atol=2e-6)
     if mode in ("I;16", "I", "L", "1"):  # a black-to-white ramp has mean 0 at any depth and channel count
         assert abs(float(x.mean())) < 0.01
+
+
+def test_a_jpeg_with_an_exif_orientation_is_read_upright(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((8, 16, 3), np.uint8)  # stored 8 rows × 16 columns, left half white
+    pixels[:, :8] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to view
+    Image.fromarray(pixels).save(tmp_path / "camera.jpg", exif=exif, quality=95)
+    x, _ = ImageFolder(tmp_path, size=(16, 8), channels=3, resize="none")[0]  # as viewers show it: 16 tall, 8 wide
+    assert x.shape == (3, 16, 8)
+    assert x[:, :7].mean() > 0.9 and x[:, 9:].mean() < -0.9  # the white half is on top after the rotation

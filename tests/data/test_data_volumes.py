@@ -111,7 +111,7 @@ def test_bad_inputs_raise_one_line_errors_naming_the_file(tmp_path, data_error):
 
     (tmp_path / "empty").mkdir()
     data_error(lambda: VolumeFolder(tmp_path / "empty"), "empty", ".npy")
-    data_error(lambda: VolumeFolder(only("junk.npy", b"definitely not numpy")), "junk.npy", "corrupt")
+    data_error(lambda: VolumeFolder(only("junk.npy", b"definitely not numpy")), "junk.npy", "no NumPy header")
     whole = np.zeros((8, 8, 8), np.float32)
     folder = only("cut.npy", whole)
     (folder / "cut.npy").write_bytes((folder / "cut.npy").read_bytes()[:500])
@@ -125,7 +125,7 @@ def test_bad_inputs_raise_one_line_errors_naming_the_file(tmp_path, data_error):
     data_error(lambda: VolumeFolder(only("inf.npy", np.full((2, 2, 2), np.inf))), "inf.npy", "8 NaN or infinite")
     data_error(lambda: VolumeFolder(only("text.npy", np.full((2, 2, 2), "a"))), "text.npy", "dtype")
     pickled = np.empty((2, 2, 2), dtype=object)
-    data_error(lambda: VolumeFolder(only("pickle.npy", pickled)), "pickle.npy", "allow_pickle")
+    data_error(lambda: VolumeFolder(only("pickle.npy", pickled)), "pickle.npy", "never loads")
 
 
 def test_skip_counts_bad_volumes_in_one_warning(tmp_path, skip_warning):
@@ -158,3 +158,21 @@ def test_values_near_the_float32_limit_scale_to_finite_numbers(tmp_path, normali
     x, _ = VolumeFolder(tmp_path, shape=(4, 4, 4), normalize=normalize)[0]
     assert torch.isfinite(x).all()
     assert float(x[0, 0].mean()) == -1.0 and float(x[0, -1].mean()) == 1.0 and float(x[0, 1].mean()) == 0.0
+
+
+def test_finite_float64_beyond_float32s_range_is_normalised_not_called_infinite(tmp_path):
+    array = np.linspace(-1, 1, 64).reshape(4, 4, 4) * 1e300
+    write(tmp_path / "huge.npy", array)
+    x, _ = VolumeFolder(tmp_path, shape=(4, 4, 4))[0]
+    assert torch.allclose(x, torch.from_numpy(np.linspace(-1, 1, 64).reshape(1, 4, 4, 4)).float(), atol=1e-6)
+
+
+def test_a_reader_gives_the_stored_array_and_the_inverse_of_its_normalisation(tmp_path):
+    array = np.arange(64, dtype=np.uint16).reshape(4, 4, 4) * 900 + 17
+    path = write(tmp_path / "r.npy", array)
+    reader = VolumeFolder.reader(shape=(4, 4, 4), normalize="minmax")
+    raw = reader.array(path)
+    x, bounds = reader.normalized(path, raw)
+    assert raw.dtype == np.uint16 and x.min() == -1 and x.max() == 1
+    assert torch.allclose(VolumeFolder.denormalize(x, bounds), torch.from_numpy(raw[None].astype(np.float64)), atol=1e-2)
+    assert torch.equal(reader.read(path), VolumeFolder(tmp_path, shape=(4, 4, 4))[0][0])
