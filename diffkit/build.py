@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import data as data_module
-from .data.folder import one_line
+from .data.folder import one_line, quiet_scans
 from .config import Config, ConfigError
 from .diffusion import GaussianDiffusion
 from .registry import PluginError, create_backbone, create_conditioner
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from .run import RunInfo
 
 
-def build_dataset(config: Config) -> Dataset:
+def build_dataset(config: Config, progress: bool = True) -> Dataset:
     try:
-        dataset = data_module.create_dataset(config.data.dataset, **config.data.options)
+        with quiet_scans(not progress):
+            dataset = data_module.create_dataset(config.data.dataset, **config.data.options)
     except data_module.DataError as exc:
         raise ConfigError(f"data.options: {exc}") from None
     except data_module.OptionTypeError as exc:

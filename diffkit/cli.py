@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="output folder (default: RUN/samples/<settings>)")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the sampling noise (default 0)")
     s.add_argument("--batch-size", type=_positive_int, help="samples per network call (default: by memory)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to sample (default auto: CUDA when available, else the CPU)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     inpaint_io.add_arguments(s)  # --input FILE with --mask/--box/--gap/--extend/--slab: diffkit/inpaint_io.py
 
@@ -123,8 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="terms of the bound to evaluate, stratified and unbiased (default 100; 0: all T)")
     v.add_argument("--samples", type=_positive_int, default=64, help="generated samples for the statistics (default 64)")
     v.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
-    v.add_argument("--seed", type=_seed, default=0)
-    v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    v.add_argument("--seed", type=_seed, default=0, help="seed of the examples drawn and of the sampling noise (default 0)")
+    v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to evaluate (default auto: CUDA when available, else the CPU)")
     v.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     x = sub.add_parser("export-diffusers", help="write a run's unet2d as a diffusers UNet2DModel folder",
@@ -219,6 +221,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .run import Run
 
     run = Run.open(args.run)
+    if args.input is None:
+        given = [f"--{name.replace('_', '-')}" for name in inpaint_io.INPUT_ONLY if getattr(args, name) is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to inpainting and "
+                              "continuation only: add --input FILE (the file to complete)")
     if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
         if args.dc_offset is not None:
             raise ConfigError("--dc-offset applies to clips sampled from scratch, not with --input "

@@ -43,7 +43,7 @@ def evaluate(
     if timesteps is not None and (_positive("timesteps", timesteps) > T):
         raise ConfigError(f"timesteps: the bound has {T} terms (the schedule's T); got {timesteps}")
     dev = diffusion.alphas_cumprod.device
-    dataset = build_dataset(config)
+    dataset = build_dataset(config, progress=progress)
     count = min(examples, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     xs, ys = zip(*(dataset[i] for i in order))

@@ -26,6 +26,9 @@ REGION_OPTIONS: dict[str, tuple[str, ...]] = {
     "audio": ("gap", "extend"),
     "volume": ("mask", "slab"),
 }
+# The options of `sample` that only mean something with --input (argparse's names).
+INPUT_ONLY = ("mask", "box", "gap", "extend", "slab", "resample", "jump_length", "resample_below", "reconstruction",
+              "overlap")
 # Sample formats a WAV file can hold that keep every sample of a file read in them.
 WAV_SUBTYPES = ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 INPUT_KINDS = {"image": "a PNG image", "audio": "a WAV or FLAC file", "volume": "a .npy volume"}

@@ -313,7 +313,7 @@ class Trainer:
                 tqdm.write(f"{self.run_dir.path}: {note} (left by an interrupted save)")
         d.barrier()
         seed_everything(c.run.seed + d.rank)
-        self.dataset = build_dataset(c)
+        self.dataset = build_dataset(c, progress=self.progress)
         self.info = RunInfo.from_dataset(self.dataset)
         self.diffusion = build_diffusion(c, self.info.example_shape).to(self.device)
         # Everything that can be checked is checked before step 1: a mistake must not cost a run.

@@ -316,3 +316,59 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_say_so_and_exit(tmp_path, tiny, si
     assert err.strip().count("\n") == 0 and f"stopped by {name} after step" in err and "--resume" in err
     saved = ckpt.list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")
     assert len(saved) == 1 and ckpt.load_state(saved[0] / "state.pt")["step"] >= 3
+
+
+def _worker_of_rank(agent_pid: int, rank: int) -> int:
+    """The pid of torchrun's worker process with RANK=rank (a child of the agent), from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == agent_pid and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    raise AssertionError(f"no worker of rank {rank} under pid {agent_pid}")
+
+
+def test_sigterm_to_one_torchrun_process_stops_every_process_at_one_step_and_resume_continues(tmp_path, tiny):
+    """Under torchrun a scheduler may signal one process: all agree on the step, rank 0 saves it, and
+    `--resume` under torchrun continues from it."""
+    raw = tiny(train={"steps": 100000, "checkpoint_every": 0, "log_every": 1})
+    config = write_config(tmp_path, raw)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "diffkit.cli", "train", config, "--no-progress"]
+    agent = subprocess.Popen(torchrun, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = Path(raw["run"]["dir"]) / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    os.kill(_worker_of_rank(agent.pid, 1), signal.SIGTERM)  # rank 1 only: rank 0 learns it from the all-gather
+    _, err = agent.communicate(timeout=180)
+    assert agent.returncode != 0
+    stops = [line for line in err.splitlines() if "stopped by SIGTERM after step" in line]
+    assert len(stops) == 2, err[-3000:]  # both ranks, the same step
+    assert len({line.split("after step ")[1].split(":")[0] for line in stops}) == 1, stops
+    saved = ckpt.list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")
+    assert len(saved) == 1
+    step = ckpt.load_state(saved[0] / "state.pt")["step"]
+    assert step >= 3 and f"after step {step}:" in stops[0]
+    done = subprocess.run(torchrun + ["--resume", "--set", f"train.steps={step + 2}"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = ckpt.list_checkpoints(Path(raw["run"]["dir"]) / "checkpoints")[-1]
+    assert ckpt.load_state(final / "state.pt")["step"] == step + 2
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--box", "1,2"], "--box applies"),
+    (["--gap", "0.1:0.2"], "--gap applies"),
+    (["--extend", "3", "--reconstruction", "5"], "--extend and --reconstruction apply"),
+    (["--resample", "3", "--jump-length", "2", "--overlap", "4"], "--resample and --jump-length and --overlap apply"),
+])
+def test_inpainting_options_without_input_are_refused_not_ignored(trained, capsys, extra, named):
+    err = one_line_error(capsys, ["sample", str(trained), "--num", "1", "--no-progress", *extra], named)
+    assert "add --input FILE" in err

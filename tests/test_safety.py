@@ -161,6 +161,38 @@ def test_a_checkpoint_caught_mid_swap_is_restored(tmp_path):
 # --- 3. disk trouble -----------------------------------------------------------------------------
 
 
+def _half_writes(monkeypatch):
+    """Every text write stops half-way with a full disk: what a crash or ENOSPC mid-write leaves."""
+    def half(self, data, *args, **kwargs):
+        with open(self, "w", encoding="utf-8") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half)
+
+
+def test_config_and_run_json_are_written_whole_or_not_at_all(tmp_path, tiny, monkeypatch):
+    raw = tiny(train={"steps": 1})
+    _half_writes(monkeypatch)
+    with pytest.raises(Exception):
+        Trainer(validate(raw), progress=False).run()
+    run = Path(raw["run"]["dir"])  # removed again when nothing but its lock was left in it
+    for name in ("config.toml", "run.json"):
+        assert not (run / name).exists(), f"a partial {name} was left"
+    assert not run.exists() or not any(p.name.startswith(".tmp-") for p in run.iterdir())
+
+
+def test_eval_json_is_replaced_whole_or_kept(tmp_path, tiny, monkeypatch):
+    raw = tiny(train={"steps": 1})
+    run = Trainer(validate(raw), progress=False).run()
+    first = run.evaluate(examples=2, samples=2, timesteps=2)
+    before = run.eval_path.read_text()
+    _half_writes(monkeypatch)
+    with pytest.raises(OSError):
+        run.evaluate(examples=2, samples=2, timesteps=2, seed=1)
+    assert run.eval_path.read_text() == before and json.loads(before)["bits_per_dim"] == first["bits_per_dim"]
+
+
 def test_an_unwritable_run_directory_fails_at_start(tmp_path, tiny):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -7,10 +7,12 @@ file stops the run at the start (``on_error="raise"``) or is left out with one c
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -22,6 +24,18 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_CACHE_BYTES = 1 << 30
 # How many skipped files a warning names before it says "and N more".
 _NAMED_IN_WARNING = 5
+# Whether checking a large folder shows a progress bar (off inside ``quiet_scans()``: `--no-progress`).
+_SCAN_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("scan_progress", default=True)
+
+
+@contextlib.contextmanager
+def quiet_scans(quiet: bool = True) -> Iterator[None]:
+    """Within this block folder datasets check their files without a progress bar (when ``quiet``)."""
+    token = _SCAN_PROGRESS.set(not quiet)
+    try:
+        yield
+    finally:
+        _SCAN_PROGRESS.reset(token)
 
 
 class DataError(ValueError):
@@ -105,7 +119,8 @@ class FolderDataset(Dataset):
         self._cache: list[Optional[torch.Tensor]] = []
         skipped: list[str] = []
         cached_bytes = 0
-        for path, target in tqdm(list(zip(files, targets)), desc=f"checking {self.root}", leave=False, disable=len(files) < 500):
+        for path, target in tqdm(list(zip(files, targets)), desc=f"checking {self.root}", leave=False,
+                                disable=len(files) < 500 or not _SCAN_PROGRESS.get()):
             try:
                 if target < 0:
                     raise DataError(

@@ -236,3 +236,20 @@ def test_a_jpeg_with_an_exif_orientation_is_read_upright(tmp_path):
     x, _ = ImageFolder(tmp_path, size=(16, 8), channels=3, resize="none")[0]  # as viewers show it: 16 tall, 8 wide
     assert x.shape == (3, 16, 8)
     assert x[:, :7].mean() > 0.9 and x[:, 9:].mean() < -0.9  # the white half is on top after the rotation
+
+
+def test_no_progress_also_silences_the_check_of_a_large_folder(tmp_path, capsys):
+    """`diffkit train --no-progress` (progress=False) shows no 'checking …' bar, even for 500+ files."""
+    from diffkit.build import build_dataset
+    from diffkit.config import validate
+
+    for i in range(500):
+        Image.fromarray(np.full((4, 4), i % 256, np.uint8)).save(tmp_path / f"{i:03d}.png")
+    config = validate({"run": {"dir": str(tmp_path / "run")},
+                       "data": {"dataset": "image_folder", "options": {"root": str(tmp_path), "size": 4, "channels": 1}},
+                       "model": {"backbone": "unet2d", "options": {"in_channels": 1, "channels": [8]}}})
+    capsys.readouterr()
+    assert len(build_dataset(config, progress=False)) == 500
+    assert "checking" not in capsys.readouterr().err
+    build_dataset(config)
+    assert "checking" in capsys.readouterr().err  # the bar the quiet run leaves out
