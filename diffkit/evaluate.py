@@ -9,7 +9,7 @@ import torch
 
 from .build import build_dataset, sample_labels
 from .config import ConfigError
-from .files import write_text_atomic
+from .files import probe_writable, write_text_atomic
 
 if TYPE_CHECKING:
     from .run import Run
@@ -38,6 +38,10 @@ def evaluate(
     _positive("examples", examples)
     _positive("samples", samples)
     config = run.config
+    try:
+        probe_writable(run.path)  # before the work, not after it
+    except OSError as exc:
+        raise ConfigError(f"eval: cannot write {run.eval_path.name} into '{run.path}': {exc.strerror or exc}") from None
     diffusion = run.diffusion(ema=ema, checkpoint=checkpoint, device=device)
     T = diffusion.num_timesteps
     if timesteps is not None and (_positive("timesteps", timesteps) > T):

@@ -43,3 +43,15 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def probe_writable(folder: PathLike) -> None:
+    """Check that ``folder`` takes files before work that would be lost if it did not: an OSError if not.
+    A folder made for the check is removed again, so that a call failing later leaves nothing behind."""
+    folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / ".write-test", "0")
+    (folder / ".write-test").unlink()
+    for empty in made:  # deepest first
+        empty.rmdir()

@@ -193,18 +193,11 @@ def inpaint_command(
 
 
 def check_out(out: Path) -> None:
-    """Check that the output folder takes files before any sampling (one line if not); a folder made for
-    the check is removed again, so that a call failing later leaves nothing behind."""
-    from .files import write_text_atomic
+    """Check that the output folder takes files before any sampling (one line if not)."""
+    from .files import probe_writable
 
-    made = [p for p in (out, *out.parents) if not p.exists()]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        write_text_atomic(probe, "0")
-        probe.unlink()
-        for folder in made:  # deepest first
-            folder.rmdir()
+        probe_writable(out)
     except FileExistsError:
         raise ConfigError(f"out: '{out}' is a file; choose a folder") from None
     except OSError as exc:

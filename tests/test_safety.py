@@ -161,9 +161,14 @@ def test_a_checkpoint_caught_mid_swap_is_restored(tmp_path):
 # --- 3. disk trouble -----------------------------------------------------------------------------
 
 
-def _half_writes(monkeypatch):
-    """Every text write stops half-way with a full disk: what a crash or ENOSPC mid-write leaves."""
+def _half_writes(monkeypatch, only: str = ""):
+    """Every text write (of a file whose name ends with ``only``) stops half-way with a full disk: what a
+    crash or ENOSPC mid-write leaves."""
+    write_text = Path.write_text
+
     def half(self, data, *args, **kwargs):
+        if not self.name.endswith(only):
+            return write_text(self, data, *args, **kwargs)
         with open(self, "w", encoding="utf-8") as f:
             f.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
@@ -187,10 +192,19 @@ def test_eval_json_is_replaced_whole_or_kept(tmp_path, tiny, monkeypatch):
     run = Trainer(validate(raw), progress=False).run()
     first = run.evaluate(examples=2, samples=2, timesteps=2)
     before = run.eval_path.read_text()
-    _half_writes(monkeypatch)
+    _half_writes(monkeypatch, only="eval.json")
     with pytest.raises(OSError):
         run.evaluate(examples=2, samples=2, timesteps=2, seed=1)
     assert run.eval_path.read_text() == before and json.loads(before)["bits_per_dim"] == first["bits_per_dim"]
+
+
+def test_eval_into_an_unwritable_run_is_refused_before_the_work(tmp_path, tiny, monkeypatch):
+    raw = tiny(train={"steps": 1})
+    run = Trainer(validate(raw), progress=False).run()
+    monkeypatch.setattr(diffkit.GaussianDiffusion, "nll", lambda *a, **k: pytest.fail("evaluated before the check"))
+    _half_writes(monkeypatch, only=".write-test")  # the run directory refuses files
+    with pytest.raises(ConfigError, match="eval: cannot write eval.json into .*No space left on device"):
+        run.evaluate(examples=2, samples=2, timesteps=2)
 
 
 def test_an_unwritable_run_directory_fails_at_start(tmp_path, tiny):

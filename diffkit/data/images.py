@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -108,6 +108,9 @@ def _pixels(path: Path, img: Image.Image) -> tuple[torch.Tensor, bool, int]:
     Every conversion between grey and colour happens afterwards, in floating point: Pillow's own
     ``convert`` clips 16-bit grey to 8 bits (a 16-bit ramp converted to RGB becomes almost white).
     """
+    deep = _deep_colour_png(path)
+    if deep is not None:
+        return deep
     if img.mode == "P":  # a palette is an encoding of colour, not a channel count
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
@@ -130,6 +133,31 @@ def _pixels(path: Path, img: Image.Image) -> tuple[torch.Tensor, bool, int]:
     grey = mode in ("1", "L", "LA", "I") or mode.startswith("I;16")
     colours = 1 if grey else 3
     return x[:colours].contiguous(), grey, x.shape[0]  # alpha dropped, as Pillow's RGBA → RGB does
+
+
+# PNG colour types whose 16-bit form Pillow reads at 8 bits: grey + alpha, RGB, RGBA (16-bit grey it keeps).
+_DEEP_COLOUR_TYPES = {4: 2, 2: 3, 6: 4}  # colour type → samples per pixel
+
+
+def _deep_colour_png(path: Path) -> Optional[tuple[torch.Tensor, bool, int]]:
+    """A 16-bit grey+alpha, RGB or RGBA PNG read at its full depth with pypng (as ``_pixels`` returns it),
+    or None for every other file."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or head[24] != 16:
+        return None
+    planes = _DEEP_COLOUR_TYPES.get(head[25])
+    if planes is None:
+        return None
+    import png  # pypng: pure Python, only for these files
+
+    width, height, rows, _ = png.Reader(filename=str(path)).asDirect()
+    pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, planes)
+    x = torch.from_numpy(pixels.astype(np.float32) / 65535.0).permute(2, 0, 1)
+    grey = planes == 2
+    colours = 1 if grey else 3
+    return x[:colours].contiguous(), grey, planes
 
 
 def _convert(x: torch.Tensor, grey: bool, channels: int) -> torch.Tensor:

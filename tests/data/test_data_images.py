@@ -253,3 +253,18 @@ def test_no_progress_also_silences_the_check_of_a_large_folder(tmp_path, capsys)
     assert "checking" not in capsys.readouterr().err
     build_dataset(config)
     assert "checking" in capsys.readouterr().err  # the bar the quiet run leaves out
+
+
+@pytest.mark.parametrize("planes, mode", [(3, "RGB"), (4, "RGBA"), (2, "LA")])
+def test_16_bit_colour_pngs_keep_their_full_depth(tmp_path, planes, mode):
+    """Pillow reads these at 8 bits; diffkit reads them at 16 (a step of 1/65535 survives)."""
+    import png
+
+    values = (np.arange(4 * 4 * planes).reshape(4, 4, planes) * 1000 + 3).astype(np.uint16)  # odd: not 8-bit steps
+    with open(tmp_path / "deep.png", "wb") as f:
+        png.Writer(4, 4, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=16).write(f, values.reshape(4, -1).tolist())
+    assert Image.open(tmp_path / "deep.png").mode != "I;16"  # what Pillow makes of it
+    channels = 1 if planes == 2 else 3
+    x, _ = ImageFolder(tmp_path, size=4, channels=channels, convert=True)[0]
+    expected = torch.from_numpy(values[..., :channels].astype(np.float64) / 65535).permute(2, 0, 1) * 2 - 1
+    assert torch.allclose(x.double(), expected, atol=1e-6)
