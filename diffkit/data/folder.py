@@ -166,6 +166,13 @@ class FolderDataset(Dataset):
             return self.load(path)
         except (DataError, SkipFile):
             raise
+        except (MemoryError, RuntimeError) as error:
+            if not isinstance(error, MemoryError) and "allocate" not in str(error):
+                raise DataError(path, f"unreadable or corrupt ({type(error).__name__}: {one_line(error)}); "
+                                      f"expected a valid {self.file_kind}") from error
+            # A good file at an absurd size (a typo in data.options): the options are to blame, not the file.
+            raise DataError(path, f"ran out of memory making a {tuple(self.example_shape)} example from it "
+                                  f"({one_line(error)}); check the dataset's size options") from error
         except Exception as error:  # every decoder fails its own way: report which file, in one line
             raise DataError(
                 path, f"unreadable or corrupt ({type(error).__name__}: {one_line(error)}); expected a valid {self.file_kind}"

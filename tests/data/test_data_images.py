@@ -268,3 +268,15 @@ def test_16_bit_colour_pngs_keep_their_full_depth(tmp_path, planes, mode):
     x, _ = ImageFolder(tmp_path, size=4, channels=channels, convert=True)[0]
     expected = torch.from_numpy(values[..., :channels].astype(np.float64) / 65535).permute(2, 0, 1) * 2 - 1
     assert torch.allclose(x.double(), expected, atol=1e-6)
+
+
+def test_running_out_of_memory_blames_the_size_option_not_the_file(tmp_path, monkeypatch, data_error):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+
+    def no_memory(self, path, x):  # what size = 100000 does: a 40 GB tensor
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 40000000000 bytes")
+
+    monkeypatch.setattr(ImageFolder, "_fit", no_memory)
+    message = data_error(lambda: ImageFolder(tmp_path, size=100000, channels=1), "a.png", "ran out of memory",
+                         "(1, 100000, 100000)", "check the dataset's size options")
+    assert "corrupt" not in message
