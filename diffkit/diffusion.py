@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
-from typing import Any, Optional, Sequence, Union
+import numbers
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -16,9 +19,44 @@ from .samplers import DEFAULT_SPACING, SAMPLERS, VARIANCES, noise_like, timestep
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
-    """``a[t]`` shaped ``(B, 1, …, 1)`` with ``len(x_shape)`` dims, so it broadcasts over a tensor of any rank."""
+    """``a[t]`` shaped ``(B, 1, …, 1)`` with ``len(x_shape)`` dims, so it broadcasts over a tensor of any rank.
+
+    ``t`` is a 1-D integer tensor of timestep indices, one per example (``torch.full((B,), t)`` for one t)."""
+    if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.dtype not in (torch.int64, torch.int32):
+        kind = f"a {t.ndim}-D {t.dtype} tensor" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"t must be a 1-D integer tensor of timesteps, one per example; got {kind}")
     out = a.gather(-1, t)
     return out.reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
+
+
+def as_labels(y: Any) -> Optional[torch.Tensor]:
+    """Labels as a tensor: a list or array of class indices becomes one (a tensor is left as it is)."""
+    if y is None or isinstance(y, torch.Tensor):
+        return y
+    return torch.as_tensor(y)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """``module`` (every submodule) in eval mode within the block; each one's own mode restored after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _in_eval_mode(method):
+    """Sampling and likelihoods never train: dropout (the backbone's, the conditioner's label dropout) is off
+    whatever mode the module is in, and every submodule's mode is restored after."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with evaluating(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 # Coefficients derived from β, kept in float64 whatever dtype the module is cast to (see _apply).
@@ -44,8 +82,8 @@ class GaussianDiffusion(nn.Module):
     ``threshold`` keeps the predicted x0 in [-1, 1] while sampling, for data scaled to that range as
     the seed advises: ``"clip"`` (clamp, the default), ``"dynamic"`` (Imagen's dynamic thresholding at
     ``threshold_percentile``) or ``"none"`` (for data that is not in [-1, 1], or an exact denoiser).
-    Clipping is the default because at t = T-1 the schedule's sqrt(ᾱ) is tiny (2e-5 on the cosine
-    schedule): x̂0 = (x_t - sqrt(1-ᾱ)·ε̂)/sqrt(ᾱ) multiplies any error of a trained ε̂ by 1/sqrt(ᾱ), and
+    Clipping is the default because at t = T-1 the schedule's sqrt(ᾱ) is tiny (4.9e-5 on the cosine
+    schedule, T = 1000): x̂0 = (x_t - sqrt(1-ᾱ)·ε̂)/sqrt(ᾱ) multiplies any error of a trained ε̂ by 1/sqrt(ᾱ), and
     unclipped samples then leave the data's range by orders of magnitude. ``loss_weighting`` is ``"none"`` (plain MSE) or
     ``"min-snr"`` (Min-SNR-γ of Hang et al. 2023, ``min_snr_gamma``), the same for every objective.
     """
@@ -75,6 +113,18 @@ class GaussianDiffusion(nn.Module):
         objectives.check_loss_weighting(loss_weighting, min_snr_gamma)
         if variance not in VARIANCES:
             raise ValueError(f"unknown variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a backbone (a torch.nn.Module called as model(x_t, t, cond=None)), "
+                             f"got {type(model).__name__}")
+        if conditioner is not None and not isinstance(conditioner, nn.Module):
+            raise ValueError(f"conditioner must be a torch.nn.Module, got {type(conditioner).__name__}")
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape or not all(
+                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in input_shape):
+            raise ValueError(f"input_shape must be one example's shape (C, *spatial), positive integers; got {input_shape!r}")
+        cond_width, model_width = getattr(conditioner, "dim", None), getattr(model, "cond_dim", None)
+        if conditioner is not None and isinstance(cond_width, int) and isinstance(model_width, int) and cond_width != model_width:
+            raise ValueError(f"the conditioner's embedding has dim={cond_width} but the backbone was built with "
+                             f"cond_dim={model_width}; build them with the same width")
         betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
         if betas.ndim != 1 or len(betas) == 0:
             raise ValueError(f"betas must be a non-empty 1-D sequence, got shape {tuple(betas.shape)}")
@@ -179,14 +229,17 @@ class GaussianDiffusion(nn.Module):
     def _conditioning(
         self, y: Optional[torch.Tensor], batch_size: int, guidance_scale: float
     ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """(cond, null) for sampling: null is set only when classifier-free guidance needs it."""
+        """(cond, null) for sampling: null is set only when classifier-free guidance needs it. The
+        conditioner runs in eval mode whatever the module's mode: label dropout is for training only."""
+        y = as_labels(y)
         self._conditioning_check(y, batch_size, guidance_scale)
         if self.conditioner is None:
             return None, None
-        null = self.conditioner.null(batch_size)
-        if y is None:
-            return null, None
-        cond = self.conditioner(y.to(null.device))
+        with evaluating(self.conditioner):
+            null = self.conditioner.null(batch_size)
+            if y is None:
+                return null, None
+            cond = self.conditioner(y.to(null.device))
         return cond, (null if guidance_scale != 1.0 else None)
 
     def predict(
@@ -224,6 +277,7 @@ class GaussianDiffusion(nn.Module):
         return (x - self._coef("remove_noise_coeff", t, x) * eps) * self._coef("reciprocal_sqrt_alphas", t, x)
 
     @torch.no_grad()
+    @_in_eval_mode
     def sample(
         self,
         batch_size: int,
@@ -246,7 +300,8 @@ class GaussianDiffusion(nn.Module):
         """Samples of shape ``(batch_size, *input_shape)``; ``options`` go to the sampler (e.g. ``spacing``).
 
         ``steps`` network calls (None: all T); with fewer than T, ``"ddpm"`` is ancestral sampling over
-        the strided steps (Nichol & Dhariwal 2021, §4), the same as DDIM with η = 1. ``generator`` may be
+        the strided steps (Nichol & Dhariwal 2021, §4): with ``variance="posterior"`` the same as DDIM
+        with η = 1; the default σ² = β (the seed's) adds more noise per strided step. ``generator`` may be
         one ``torch.Generator`` or a list of ``batch_size`` of them: then every example's noise comes from
         its own, so an example does not depend on the others in its batch (sampling split over calls or
         processes gives the same examples).
@@ -261,9 +316,8 @@ class GaussianDiffusion(nn.Module):
         """
         sampler_fn, timesteps, options = self.check_sample_args(
             batch_size, sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance_scale, **options)
-        param = next(self.model.parameters(), None)
         device = self.alphas_cumprod.device
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+        dtype = self.sampling_dtype()
         shape = (batch_size, *self.input_shape)
         if (known is None) != (mask is None):
             raise ValueError("inpainting needs both known= and mask= (True = known)")
@@ -295,7 +349,18 @@ class GaussianDiffusion(nn.Module):
                                      generator=generator, progress=progress, **options)
         # With thresholding the data live in [-1, 1]: a multistep sampler's last combination of clipped
         # x̂0 may still leave it by a rounding error (UniPC: ±1.0000001), which is kept out too.
-        return x if self.threshold == "none" else x.clamp(-1.0, 1.0)
+        if self.threshold == "none":
+            return x
+        x = x.clamp(-1.0, 1.0)
+        # The known part is returned exactly as given, also where it lies outside [-1, 1].
+        return x if known is None else torch.where(mask, known.to(x.dtype), x)
+
+    def sampling_dtype(self) -> torch.dtype:
+        """The dtype samples are made in: the backbone's parameters' (which follow ``.to(dtype)``), or
+        torch's default dtype for a backbone without parameters (an analytic denoiser such as
+        :class:`diffkit.testing.GaussianOracle` computes in its own precision whatever it is given)."""
+        param = next(self.model.parameters(), None)
+        return param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
 
     def check_sample_args(
         self,
@@ -310,7 +375,7 @@ class GaussianDiffusion(nn.Module):
     ) -> tuple[Any, list[int], dict[str, Any]]:
         """Check :meth:`sample`'s arguments without sampling (a ``ValueError`` saying what is accepted);
         returns the sampler function, the timesteps it visits and its options."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         try:
             sampler_fn = SAMPLERS[sampler]
@@ -338,11 +403,22 @@ class GaussianDiffusion(nn.Module):
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Training loss: MSE between the network output and its objective's target at a uniform t,
         each example weighted by ``loss_weighting``."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor (B, *input_shape), got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"batch has example shape {tuple(x.shape[1:])}, this GaussianDiffusion expects {self.input_shape}"
             )
         batch_size = x.shape[0]
+        if batch_size == 0:
+            raise ValueError("the batch is empty: x has shape (0, ...)")
+        param = next(self.model.parameters(), None)
+        if param is not None and param.is_floating_point() and x.dtype != param.dtype \
+                and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"x is {x.dtype} but the model is {param.dtype}; convert one to the other "
+                             f"(x.to({param.dtype}))")
+        y = as_labels(y)
         self._check_y(y, batch_size)
         if self.conditioner is not None and y is None:
             raise ValueError("this GaussianDiffusion has a conditioner: forward(x, y) needs the labels y")
@@ -370,8 +446,9 @@ class GaussianDiffusion(nn.Module):
     # --- likelihood ------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @_in_eval_mode
     def nll(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, **options: Any) -> torch.Tensor:
         """Negative log-likelihood bound in bits per dimension, one value per example (shape ``(B,)``),
         for 8-bit data scaled to [-1, 1]; ``options`` go to :func:`diffkit.likelihood.nll` (``steps``,
         ``batch_size``, ``generator``, ``progress``)."""
-        return likelihood.nll(self, x, y=y, **options)
+        return likelihood.nll(self, x, y=as_labels(y), **options)

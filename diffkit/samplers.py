@@ -23,6 +23,7 @@ spacing in :data:`DEFAULT_SPACING`.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
@@ -78,6 +79,9 @@ def timestep_schedule(
     """
     if steps is None:
         steps = T
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool):
+        raise ValueError(f"steps must be an integer (network calls) or None, got {steps!r}")
+    steps = int(steps)
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and the schedule's T={T}, got {steps}")
     if spacing == "linspace":
@@ -144,6 +148,8 @@ def noise_like(shape: Sequence[int], generator: Generators, device: torch.device
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
         return torch.stack([noise_like(shape[1:], g, device, dtype) for g in generator])
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, a list of them or None, got {type(generator).__name__}")
     gen_device = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -383,8 +389,8 @@ def sample_dpmpp_sde(
     denoises, so the errors of earlier steps are partly forgotten), η = 0 is DPM-Solver++(2M), between
     the two a partial churn. The last step lands on σ = 0 at x̂0.
     """
-    if churn < 0:
-        raise ValueError(f"dpm-solver++-sde churn must be >= 0, got {churn}")
+    if not churn >= 0 or not math.isfinite(churn):  # nan fails both comparisons
+        raise ValueError(f"dpm-solver++-sde churn must be a finite number >= 0, got {churn}")
     x0_prev, h_prev = None, None
     for t, a_t, t_next, a_next in _transitions(alphas_cumprod, timesteps, "dpm-solver++-sde", progress):
         _, x0 = denoise(x, _batch_t(t, x))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 
+def _check_T(name: str, T: object) -> None:
+    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"{name}: T must be a positive integer, got {T!r}")
+
+
 def linear_beta_schedule(T: int) -> torch.Tensor:
     """Linear β from Ho et al. 2020 (DDPM), rescaled by 1000/T as in the seed so any T spans the same noise."""
-    if T < 1:
-        raise ValueError(f"linear_beta_schedule: T must be a positive integer, got {T}")
+    _check_T("linear_beta_schedule", T)
     scale = 1000.0 / T
     if 0.02 * scale >= 1:
         raise ValueError(f"linear_beta_schedule: T={T} would give β_T = {0.02 * scale:g} ≥ 1 with the 1000/T "
@@ -20,8 +25,11 @@ def linear_beta_schedule(T: int) -> torch.Tensor:
 
 def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Cosine schedule of Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2)."""
-    if T < 1:
-        raise ValueError(f"cosine_beta_schedule: T must be a positive integer, got {T}")
+    _check_T("cosine_beta_schedule", T)
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"cosine_beta_schedule: the offset s must be a finite number >= 0, got {s}")
+    if not 0 < max_beta < 1:
+        raise ValueError(f"cosine_beta_schedule: max_beta must lie strictly between 0 and 1, got {max_beta}")
     steps = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alphas_cumprod = f / f[0]

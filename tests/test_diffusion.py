@@ -237,3 +237,94 @@ def test_with_clipping_no_sample_leaves_the_data_range(sampler):
     d = GaussianDiffusion(Rising(), (16,), linear_beta_schedule(100), objective="x0")
     x = d.sample(8, sampler=sampler, steps=20, generator=torch.Generator().manual_seed(0))
     assert float(x.abs().max()) <= 1.0
+
+
+# --- the Python API from the outside (audit): modes, argument types, bad input ----------------------------
+
+
+def tiny_conditional(dropout=1.0):
+    backbone = diffkit.create_backbone("unet1d", in_channels=1, channels=[8, 16], attention_levels=[], num_res_blocks=1,
+                                       cond_dim=8, dropout=0.5)
+    conditioner = diffkit.create_conditioner("labels", num_classes=3, dim=8, dropout=dropout)
+    return GaussianDiffusion(backbone, (1, 16), linear_beta_schedule(50), conditioner=conditioner)
+
+
+def test_sampling_and_likelihood_never_drop_labels_or_units_even_in_train_mode():
+    """A fresh module is in train mode; label dropout (here every label) and the backbone's dropout are for
+    training: sample() and nll() give what eval mode gives, and leave every submodule's mode as it was."""
+    d = tiny_conditional(dropout=1.0)
+    d.model.train()
+    d.conditioner.eval()  # a mixed state, restored as it was
+    y = torch.tensor([1, 2])
+    run = lambda: d.sample(2, sampler="ddim", steps=3, y=y, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    in_train = run()
+    assert d.model.training and not d.conditioner.training
+    d.eval()
+    assert torch.equal(in_train, run())
+    x = torch.zeros(2, 1, 16)
+    d.train()
+    bpd = d.nll(x, y=y, steps=2, generator=torch.Generator().manual_seed(0))
+    assert d.training
+    d.eval()
+    assert torch.equal(bpd, d.nll(x, y=y, steps=2, generator=torch.Generator().manual_seed(0)))
+
+
+def test_labels_may_be_a_list_in_forward_sample_and_nll():
+    d = tiny_conditional(dropout=0.0).eval()
+    x = torch.zeros(2, 1, 16)
+    assert torch.isfinite(d(x, [0, 1]))
+    assert torch.equal(d.sample(2, sampler="ddim", steps=2, y=[0, 1], generator=torch.Generator().manual_seed(0)),
+                       d.sample(2, sampler="ddim", steps=2, y=torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0)))
+    assert d.nll(x, y=[0, 1], steps=2).shape == (2,)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda d: d.sample(1, steps=2.5), "steps must be an integer"),
+    (lambda d: d.sample(1, steps=True), "steps must be an integer"),
+    (lambda d: d.sample(1, steps="5"), "steps must be an integer"),
+    (lambda d: d.sample(1, steps=2, generator=5), "generator must be a torch.Generator"),
+    (lambda d: d.sample(1, sampler="dpm-solver++-sde", steps=2, churn=float("nan")), "churn must be a finite number"),
+    (lambda d: d.perturb_x(torch.zeros(2, 1, 16), 3, torch.zeros(2, 1, 16)), "t must be a 1-D integer tensor"),
+    (lambda d: d.perturb_x(torch.zeros(2, 1, 16), torch.tensor(3), torch.zeros(2, 1, 16)), "t must be a 1-D integer tensor"),
+    (lambda d: d.perturb_x(torch.zeros(2, 1, 16), torch.tensor([0.5, 1.0]), torch.zeros(2, 1, 16)), "t must be a 1-D integer"),
+    (lambda d: d(torch.zeros(2, 1, 16, dtype=torch.long)), "x must be a floating-point tensor"),
+    (lambda d: d(torch.zeros(0, 1, 16)), "the batch is empty"),
+    (lambda d: d(torch.zeros(2, 1, 16, dtype=torch.float64)), "x is torch.float64 but the model is torch.float32"),
+])
+def test_bad_arguments_are_one_line_errors_naming_the_parameter(call, message):
+    d = GaussianDiffusion(diffkit.create_backbone("unet1d", in_channels=1, channels=[8, 16], attention_levels=[],
+                                                  num_res_blocks=1), (1, 16), linear_beta_schedule(50))
+    with pytest.raises(ValueError, match=message):
+        call(d)
+
+
+def test_numpy_integers_are_batch_sizes_and_steps():
+    import numpy as np
+
+    d = oracle_diffusion((1, 4))
+    assert d.sample(np.int64(2), sampler="ddim", steps=np.int64(3)).shape == (2, 1, 4)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: GaussianDiffusion(lambda x, t, cond=None: x, (1, 16), linear_beta_schedule(50)), "model must be a backbone"),
+    (lambda: GaussianDiffusion(nn.Identity(), (1, -16), linear_beta_schedule(50)), "input_shape must be one example's shape"),
+    (lambda: GaussianDiffusion(nn.Identity(), (), linear_beta_schedule(50)), "input_shape must be one example's shape"),
+    (lambda: GaussianDiffusion(nn.Identity(), 16, linear_beta_schedule(50)), "input_shape must be one example's shape"),
+    (lambda: GaussianDiffusion(diffkit.create_backbone("unet1d", in_channels=1, channels=[8], attention_levels=[], cond_dim=8), (1, 16),
+                               linear_beta_schedule(50), conditioner=diffkit.create_conditioner("labels", num_classes=2, dim=4)),
+     "the conditioner's embedding has dim=4 but the backbone was built with cond_dim=8"),
+    (lambda: cosine_beta_schedule(2.5), "T must be a positive integer, got 2.5"),
+    (lambda: cosine_beta_schedule(10, s=-1), "the offset s must be a finite number >= 0"),
+    (lambda: linear_beta_schedule(True), "T must be a positive integer, got True"),
+])
+def test_impossible_constructions_are_refused_at_once(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_known_part_outside_minus_one_to_one_is_returned_exactly_with_the_default_clipping():
+    d = oracle_diffusion((1, 6), threshold="clip")  # the engine's default
+    known = torch.full((1, 1, 6), 5.0)
+    mask = torch.tensor([True, True, True, False, False, False])
+    x = d.sample(2, sampler="ddim", steps=3, known=known, mask=mask, generator=torch.Generator().manual_seed(0))
+    assert bool((x[..., :3] == 5.0).all()) and bool((x[..., 3:].abs() <= 1).all())

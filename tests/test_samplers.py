@@ -405,7 +405,7 @@ def test_sampler_errors_say_what_is_accepted():
         d.sample(1, sampler="dpm-solver++", steps=5, order=4)
     with pytest.raises(ValueError, match="unipc order must be 1, 2 or 3"):
         d.sample(1, sampler="unipc", steps=5, order=0)
-    with pytest.raises(ValueError, match="churn must be >= 0"):
+    with pytest.raises(ValueError, match="churn must be a finite number >= 0"):
         d.sample(1, sampler="dpm-solver++-sde", steps=5, churn=-1.0)
     with pytest.raises(ValueError, match="unknown timestep spacing 'uniform'"):
         d.sample(1, sampler="dpm-solver++", steps=5, spacing="uniform")
