@@ -113,6 +113,11 @@ def load_state(path: PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint state '{path}' cannot be loaded safely: {first}") from None
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of step ``step``'s checkpoint: ``step_00001500``."""
+    return f"step_{step:08d}"
+
+
 def save_checkpoint(
     root: PathLike,
     step: int,
@@ -123,8 +128,8 @@ def save_checkpoint(
     """Write ``checkpoints/step_XXXXXXXX`` atomically and keep only the newest ``keep`` of them."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f"{_TMP}step_{step:08d}-{os.getpid()}"
+    final = root / checkpoint_name(step)
+    tmp = root / f"{_TMP}{checkpoint_name(step)}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -135,7 +140,7 @@ def save_checkpoint(
         for file in tmp.iterdir():
             _fsync(file)
         if final.exists():  # saving the same step again: swap, then drop the old one
-            old = root / f"{_OLD}step_{step:08d}-{os.getpid()}"
+            old = root / f"{_OLD}{checkpoint_name(step)}-{os.getpid()}"
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)

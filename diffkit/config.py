@@ -101,7 +101,8 @@ class TrainSection(_Section):
     warmup_steps: int = Field(0, ge=0)  # linear warm-up, then lr_decay
     lr_decay: Literal["constant", "cosine"] = "constant"  # after warm-up: constant, or a cosine down to 0 at `steps`
     weight_decay: float = Field(0.0, ge=0)
-    grad_clip: Optional[float] = Field(1.0, gt=0)  # max global gradient norm; omit to disable
+    # Max global gradient norm; 0 disables clipping (None, from Python, too: written back as 0, since TOML has no null).
+    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False)
     grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
     ema_decay: float = Field(0.9999, ge=0, le=1)
     ema_start: int = Field(2000, ge=0)  # steps during which EMA just copies the weights
@@ -116,6 +117,11 @@ class TrainSection(_Section):
     checkpoint_every: int = Field(0, ge=0)  # 0: only at the end
     keep_checkpoints: int = Field(3, ge=1)
     init_from: Optional[str] = Field(None, min_length=1)  # a run, checkpoint or diffusers folder to start from
+
+    @field_validator("grad_clip", mode="before")
+    @classmethod
+    def _none_is_no_clipping(cls, value: Any) -> Any:
+        return 0.0 if value is None else value
 
 
 class SampleSection(_Section):

@@ -89,6 +89,7 @@ class Run:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self._lock_file: Any = None
+        self._made: list[Path] = []
 
     def __repr__(self) -> str:
         return f"Run('{self.path}')"
@@ -199,7 +200,7 @@ class Run:
             return ckpt.resolve_checkpoint(self.path)
         text = str(which)
         if text.isdigit():
-            which = self.checkpoints_dir / f"step_{int(text):08d}"
+            which = self.checkpoints_dir / ckpt.checkpoint_name(int(text))
         elif not Path(text).exists() and (self.checkpoints_dir / text).exists():
             which = self.checkpoints_dir / text
         return ckpt.resolve_checkpoint(which)
@@ -247,6 +248,8 @@ class Run:
 
     def create(self) -> None:
         """Make the directory (checking it is writable) and take its lock; a second trainer is refused."""
+        # Folders this call makes (deepest first), removed again by release() if the run leaves them empty.
+        self._made = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -277,8 +280,9 @@ class Run:
         try:
             if [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
                 (self.path / LOCK_FILE).unlink()
-                self.path.rmdir()
-        except OSError:
+                for folder in self._made:  # the run's folder, then the parents made for it
+                    folder.rmdir()
+        except OSError:  # a folder that is not empty (or not ours) stays
             pass
 
     def write_config(self, config: Config) -> None:

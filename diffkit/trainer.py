@@ -26,6 +26,7 @@ from .build import (build_dataset, build_diffusion, check_backbone_fits, check_s
                     sample_labels)
 from .config import Config, ConfigError, Overrides, apply_overrides, load_config, validate
 from .data import DataError, save_samples
+from .data.folder import FolderDataset
 from .distributed import Dist, init_distributed, pick_device
 from .ema import EMA
 from .metrics import MetricsLog
@@ -241,7 +242,7 @@ class Trainer:
         except (OSError, SafetensorError, RuntimeError) as exc:
             # A full disk surfaces as ENOSPC, EFBIG or EDQUOT from Python, SafetensorError from Rust and
             # "iostream error" from torch.save's C++ writer: one message for all of them.
-            raise TrainingError(f"could not write checkpoint step_{step:08d} to '{self.ckpt_root}' "
+            raise TrainingError(f"could not write checkpoint {ckpt.checkpoint_name(step)} to '{self.ckpt_root}' "
                                 f"({exception_line(exc)}); {self._space_note()}; the previous checkpoints are intact") from None
         self.checkpoint_bytes = sum(f.stat().st_size for f in folder.iterdir())
         return folder
@@ -261,7 +262,7 @@ class Trainer:
         need = (self.checkpoint_bytes or self._estimated_checkpoint_bytes()) + _SPACE_MARGIN
         free = shutil.disk_usage(self.run_dir.path).free
         if free < need:
-            raise TrainingError(f"cannot write checkpoint step_{step:08d}: '{self.run_dir.path}' has {_mib(free)} free, "
+            raise TrainingError(f"cannot write checkpoint {ckpt.checkpoint_name(step)}: '{self.run_dir.path}' has {_mib(free)} free, "
                                 f"a checkpoint needs about {_mib(need)}; free some space and --resume "
                                 "(the previous checkpoints are intact)")
 
@@ -297,8 +298,10 @@ class Trainer:
         d = self.dist
         if d.main:
             self.run_dir.create()
+        saved = None
         if self.resume:
-            check_resumable(self.run_dir.saved_config(), c)
+            saved = self.run_dir.saved_config()
+            check_resumable(saved, c)
             if self.run_dir.latest_checkpoint() is None:
                 if d.main:
                     ckpt.recover(self.ckpt_root)
@@ -349,6 +352,10 @@ class Trainer:
                 dropped = self.metrics.truncate_after(step)
                 note = f" (dropped {dropped} metrics row(s) logged after it)" if dropped else ""
                 tqdm.write(f"resuming {self.run_dir.path} from {folder.name}{note}")
+                for warning in self._inexact_resume(saved, step, position):
+                    tqdm.write(f"{self.run_dir.path}: note: {warning}")
+                if saved != c:  # train.steps, intervals or [sample] changed: what later calls read
+                    self.run_dir.write_config(c)
         else:
             if t.init_from:
                 self._init_from(t.init_from)
@@ -358,6 +365,20 @@ class Trainer:
                 self.info.save(self.run_dir.info_path)
                 self.metrics.start()
         return step, position
+
+    def _inexact_resume(self, saved: Config, step: int, position: Position) -> list[str]:
+        """What makes this resume differ from one run trained straight to train.steps (said, not refused)."""
+        t, notes = self.config.train, []
+        if t.lr_decay == "cosine" and saved.train.steps != t.steps and step > t.warmup_steps:
+            old = t.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - t.warmup_steps) / max(1, saved.train.steps - t.warmup_steps))))
+            notes.append(f"lr_decay = \"cosine\" now decays to 0 at step {t.steps}, not {saved.train.steps}: the learning "
+                         f"rate goes from {old:.3g} to {self._lr(step):.3g} at step {step + 1}, so this run will differ "
+                         f"from one trained straight to {t.steps} steps")
+        augments = type(self.dataset).augment is not FolderDataset.augment if isinstance(self.dataset, FolderDataset) else False
+        if self.config.data.num_workers > 0 and position.batch > 0 and augments:
+            notes.append(f"data.num_workers = {self.config.data.num_workers}: the workers' random crops and flips "
+                         "restart mid-epoch, so this resume is not bit-exact (data.num_workers = 0 makes it so)")
+        return notes
 
     def _check_free_space(self) -> None:
         """Refuse to start when the disk cannot hold the checkpoints this run will keep."""
@@ -422,7 +443,7 @@ class Trainer:
             total += float(loss.detach())
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+        max_norm = t.grad_clip if t.grad_clip else math.inf  # 0 or None: no clipping
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), max_norm))
         # Under fp16 an overflowing gradient is the scaler's business (it skips and rescales).
         if not finite or (self.scaler is None and not math.isfinite(grad_norm)):
@@ -513,6 +534,8 @@ class Trainer:
                 signum = self._stop_now(stop)
                 if step % c.train.log_every == 0 or step == c.train.steps or signum:
                     mean_loss = sum(window) / len(window)
+                    if d.world > 1:  # every process's batches: the loss of the global batch
+                        mean_loss = sum(d.all_gather(mean_loss)) / d.world
                     window.clear()
                     rate = steps_done / (time.perf_counter() - started)
                     bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
@@ -526,11 +549,16 @@ class Trainer:
                 if save_now:
                     rngs = d.all_gather(rng_state())
                     if d.main:
-                        folder = self._save(step, position, rngs)
+                        self._save(step, position, rngs)
                 if signum:
                     d.barrier()
                     name = signal.Signals(signum).name
-                    raise TrainingStopped(f"stopped by {name} after step {step}: checkpoint '{folder if d.main else ''}' "
+                    written = self.ckpt_root / ckpt.checkpoint_name(step)
+                    if last:  # the run is complete: nothing to resume, only the end-of-training samples are missing
+                        raise TrainingStopped(f"stopped by {name} after the last step {step}: checkpoint '{written}' "
+                                              f"written, the end-of-training samples not made (diffkit sample "
+                                              f"{self.run_dir.path} makes them)", signum)
+                    raise TrainingStopped(f"stopped by {name} after step {step}: checkpoint '{written}' "
                                           f"written; continue with --resume", signum)
                 if d.main and sample_now:
                     self.sample_and_save(step)

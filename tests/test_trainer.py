@@ -149,3 +149,61 @@ def test_cosine_lr_decay_after_warmup_logs_the_closed_form(tiny):
     # warm-up 1/2, 2/2 of lr; then half a cosine over the remaining 4 steps: progress 0, 1/4, 2/4, 3/4
     expected = [5e-4, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+# --- resume from the outside (audit) -------------------------------------------------------------------------
+
+
+def test_resume_with_clipping_off_stays_off_and_is_exact(tiny, tmp_path):
+    """grad_clip = None (Python) or 0 (TOML) is no clipping, also after the config goes through config.toml."""
+    clip_off = {"steps": 8, "grad_clip": None, "lr": 0.05}
+    straight = train(tiny(run={"dir": str(tmp_path / "straight")}, train=clip_off))
+    half = tiny(run={"dir": str(tmp_path / "halves")}, train={**clip_off, "steps": 4})
+    train(half)
+    saved = validate(__import__("tomllib").loads((tmp_path / "halves" / "config.toml").read_text()))
+    assert saved.train.grad_clip == 0
+    half["train"]["steps"] = 8
+    resumed = train(half, resume=True)
+    a, b = weights(straight, 8), weights(resumed, 8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    clipped = train(tiny(run={"dir": str(tmp_path / "clipped")}, train={**clip_off, "grad_clip": 1e-3}))
+    assert not all(torch.equal(a[k], weights(clipped, 8)[k]) for k in a)  # clipping does change this run
+
+
+def test_resume_updates_config_toml_and_says_when_a_cosine_schedule_is_stretched(tiny, tmp_path, capsys):
+    import diffkit
+
+    raw = tiny(train={"steps": 4, "lr_decay": "cosine"})
+    run = train(raw)
+    raw["train"]["steps"] = 8
+    capsys.readouterr()
+    train(raw, resume=True)
+    out = capsys.readouterr().out
+    assert 'lr_decay = "cosine" now decays to 0 at step 8, not 4' in out and "will differ" in out
+    assert diffkit.open_run(run).config.train.steps == 8  # what a later resume() or sample reads
+    with pytest.raises(TrainingError, match="already trained 8 steps and train.steps is 8"):
+        diffkit.open_run(run).resume()
+    raw["train"]["steps"] = 10
+    raw["train"]["lr_decay"] = "constant"
+    with pytest.raises(ConfigError, match="train.lr_decay"):
+        train(raw, resume=True)
+
+
+def test_a_signal_on_the_last_step_does_not_ask_for_a_resume(tiny, monkeypatch):
+    import signal
+
+    from diffkit.trainer import TrainingStopped
+
+    monkeypatch.setattr(Trainer, "_stop_now", lambda self, stop: signal.SIGTERM)  # the signal came during step 1
+    with pytest.raises(TrainingStopped) as info:
+        train(tiny(train={"steps": 1}))
+    message = str(info.value)
+    assert "after the last step 1" in message and "step_00000001" in message and "diffkit sample" in message
+    assert "--resume" not in message
+
+
+def test_a_failed_start_leaves_no_folder_it_made(tiny, tmp_path):
+    raw = tiny(run={"dir": str(tmp_path / "a" / "b" / "run")}, train={"init_from": str(tmp_path / "missing")})
+    with pytest.raises(Exception, match="missing"):
+        train(raw)
+    assert not (tmp_path / "a").exists()
