@@ -40,17 +40,13 @@ MAX_EXTEND_WINDOWS = 1000
 
 def finite_number(text: str) -> float:
     """argparse type: a finite float (nan and inf are usage errors naming the option)."""
-    value = _number(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
