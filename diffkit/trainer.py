@@ -370,11 +370,11 @@ class Trainer:
         """What makes this resume differ from one run trained straight to train.steps (said, not refused)."""
         t, notes = self.config.train, []
         if t.lr_decay == "cosine" and saved.train.steps != t.steps and step > t.warmup_steps:
-            old = t.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - t.warmup_steps) / max(1, saved.train.steps - t.warmup_steps))))
+            old = self._lr(step, saved.train.steps)
             notes.append(f"lr_decay = \"cosine\" now decays to 0 at step {t.steps}, not {saved.train.steps}: the learning "
                          f"rate goes from {old:.3g} to {self._lr(step):.3g} at step {step + 1}, so this run will differ "
                          f"from one trained straight to {t.steps} steps")
-        augments = type(self.dataset).augment is not FolderDataset.augment if isinstance(self.dataset, FolderDataset) else False
+        augments = isinstance(self.dataset, FolderDataset) and type(self.dataset).augment is not FolderDataset.augment
         if self.config.data.num_workers > 0 and position.batch > 0 and augments:
             notes.append(f"data.num_workers = {self.config.data.num_workers}: the workers' random crops and flips "
                          "restart mid-epoch, so this resume is not bit-exact (data.num_workers = 0 makes it so)")
@@ -390,15 +390,17 @@ class Trainer:
                                 f"{self.config.train.keep_checkpoints} checkpoints of about {_mib(per)} (and writing "
                                 f"one more) needs about {_mib(needed)}")
 
-    def _lr(self, step: int) -> float:
+    def _lr(self, step: int, steps: Optional[int] = None) -> float:
         """The learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps``, then
         constant or, with ``lr_decay = "cosine"``, half a cosine from ``lr`` down to 0 at ``steps`` (Loshchilov &
-        Hutter 2017, without restarts): a short run ends on small steps, which its EMA no longer has to average out."""
+        Hutter 2017, without restarts): a short run ends on small steps, which its EMA no longer has to average out.
+        ``steps`` replaces train.steps (what the curve was for a run of another length)."""
         t = self.config.train
+        steps = t.steps if steps is None else steps
         if t.warmup_steps and step < t.warmup_steps:
             return t.lr * (step + 1) / t.warmup_steps
         if t.lr_decay == "cosine":
-            progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+            progress = min(1.0, (step - t.warmup_steps) / max(1, steps - t.warmup_steps))
             return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return t.lr
 
