@@ -55,9 +55,6 @@ _positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer
 _seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
 
 
-_finite = inpaint_io.finite_number
-
-
 def _labels(text: str) -> list[int]:
     parts = text.split(",")
     if not all(p.strip().lstrip("-").isdigit() for p in parts):
@@ -98,9 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num", type=_positive_int, help="number of samples")
     s.add_argument("--sampler", help="ddpm, ddim, dpm-solver++, dpm-solver++-sde or unipc")
     s.add_argument("--steps", type=_positive_int, help="network calls per sample")
-    s.add_argument("--eta", type=_finite, help="DDIM stochasticity (0: deterministic)")
+    s.add_argument("--eta", type=inpaint_io.finite_number, help="DDIM stochasticity (0: deterministic)")
     s.add_argument("--labels", type=_labels, help="comma-separated class indices, one per sample (conditional models)")
-    s.add_argument("--guidance", type=_finite, help="classifier-free guidance scale (1: none)")
+    s.add_argument("--guidance", type=inpaint_io.finite_number, help="classifier-free guidance scale (1: none)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     s.add_argument("--dc-offset", choices=DC_OFFSETS,
                    help="audio: 'remove' each clip's mean before writing its WAV or 'keep' it "

@@ -45,11 +45,17 @@ def write_text_atomic(path: PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def missing_folders(folder: PathLike) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first: what ``mkdir(parents=True)`` would make."""
+    folder = Path(folder)
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
 def probe_writable(folder: PathLike) -> None:
     """Check that ``folder`` takes files before work that would be lost if it did not: an OSError if not.
     A folder made for the check is removed again, so that a call failing later leaves nothing behind."""
     folder = Path(folder)
-    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    made = missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / ".write-test", "0")
     (folder / ".write-test").unlink()

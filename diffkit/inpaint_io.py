@@ -155,7 +155,7 @@ def inpaint_command(
                                     **options)
             filled = (length, length + amount)
         else:
-            fill = region(option, getattr(args, option), x, info, args.input, data)
+            fill = region(option, getattr(args, option), x, info, args.input, data, given_file.size)
             start, result = 0, None
             if modality == "audio":  # a window of the model's length around the gap, in a file of any length
                 window = diffusion.input_shape[-1]
@@ -257,6 +257,7 @@ class InputFile:
     raw: Any = None  # the samples / voxels as stored (audio read unchanged by the run; volumes), kept exactly where known
     bounds: Any = None  # volumes: the normalisation's (lo, hi), to write the fill in the file's units
     notes: list[str] = field(default_factory=list)  # how the file was changed on reading, printed to the user
+    size: Optional[tuple[int, int]] = None  # images: the file's own (H, W), which a mask may also have
 
 
 def _reader(info: Any, data: Any, **fixed: Any) -> Any:
@@ -264,7 +265,8 @@ def _reader(info: Any, data: Any, **fixed: Any) -> Any:
     from .data import AudioFolder, ImageFolder, VolumeFolder
 
     modality = info.modality
-    options = dict(getattr(data, "options", None) or {}) if getattr(data, "dataset", None) == FOLDER_DATASETS[modality] else {}
+    folder_run = getattr(data, "dataset", None) == FOLDER_DATASETS[modality]
+    options = dict(data.options or {}) if folder_run else {}
     kept = {k: options[k] for k in READER_OPTIONS[modality] if k in options}
     shape = tuple(info.example_shape)
     if modality == "image":
@@ -272,7 +274,7 @@ def _reader(info: Any, data: Any, **fixed: Any) -> Any:
     if modality == "audio":
         return AudioFolder.reader(**{"sample_rate": info.sample_rate, "length": 1, "channels": shape[0], **kept, **fixed})
     # A built-in set's volumes are already in [-1, 1]: read as they are, not stretched to it.
-    default = {} if getattr(data, "dataset", None) == FOLDER_DATASETS[modality] else {"normalize": "none"}
+    default = {} if folder_run else {"normalize": "none"}
     return VolumeFolder.reader(**{"shape": shape[1:], "channels": shape[0], **default, **kept, **fixed})
 
 
@@ -294,7 +296,7 @@ def read_input(path: Path, info: Any, data: Any = None) -> InputFile:
 
             with Image.open(path) as image:
                 width, height = image.size
-            result = InputFile(reader.read(path))
+            result = InputFile(reader.read(path), size=(height, width))
             if (height, width) != tuple(info.example_shape[1:]):
                 result.notes.append(f"'{path}' is {height}x{width} pixels (HxW); read at the run's "
                                     f"{info.example_shape[1]}x{info.example_shape[2]} (resize={reader.resize!r})")
@@ -318,14 +320,15 @@ def read_input(path: Path, info: Any, data: Any = None) -> InputFile:
         raise ConfigError(f"--input: {exc}") from None
 
 
-def region(option: str, value: Any, x: "torch.Tensor", info: Any, input_path: Path, data: Any = None) -> "torch.Tensor":
+def region(option: str, value: Any, x: "torch.Tensor", info: Any, input_path: Path, data: Any = None,
+           input_size: Optional[tuple[int, int]] = None) -> "torch.Tensor":
     """The region to fill as a boolean tensor shaped like ``x`` (C, *spatial), checked to be neither empty nor all."""
     import torch
 
     spatial = tuple(x.shape[1:])
     fill = torch.zeros(spatial, dtype=torch.bool)
     if option == "mask":
-        fill = _read_mask(value, info, spatial, input_path, data)
+        fill = _read_mask(value, info, spatial, input_path, data, input_size or spatial)
     elif option == "box":
         try:
             top, left, height, width = (int(v) for v in value.split(","))
@@ -366,7 +369,8 @@ def region(option: str, value: Any, x: "torch.Tensor", info: Any, input_path: Pa
     return fill[None].expand(x.shape)
 
 
-def _read_mask(path: Path, info: Any, spatial: tuple[int, ...], input_path: Path, data: Any) -> "torch.Tensor":
+def _read_mask(path: Path, info: Any, spatial: tuple[int, ...], input_path: Path, data: Any,
+               input_size: tuple[int, ...]) -> "torch.Tensor":
     import numpy as np
     import torch
 
@@ -382,10 +386,8 @@ def _read_mask(path: Path, info: Any, spatial: tuple[int, ...], input_path: Path
 
             with Image.open(path) as image:
                 width, height = image.size
-            with Image.open(input_path) as image:
-                input_width, input_height = image.size
             # The input's own size (the mask is then resized with it) or the size the run reads it at.
-            sizes = [(input_height, input_width)] + ([spatial] if spatial != (input_height, input_width) else [])
+            sizes = [tuple(input_size)] + ([spatial] if spatial != tuple(input_size) else [])
             if (height, width) not in sizes:
                 raise ConfigError(f"--mask: '{path}' is {height}x{width} pixels (HxW); expected "
                                   + " or ".join(f"{h}x{w}" for h, w in sizes) + f", the size of '{input_path}'"

@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, SampleSection, load_config
-from .files import write_text_atomic
+from .files import missing_folders, write_text_atomic
 
 if TYPE_CHECKING:
     from .diffusion import GaussianDiffusion
@@ -249,7 +249,7 @@ class Run:
     def create(self) -> None:
         """Make the directory (checking it is writable) and take its lock; a second trainer is refused."""
         # Folders this call makes (deepest first), removed again by release() if the run leaves them empty.
-        self._made = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        self._made = missing_folders(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
