@@ -291,3 +291,35 @@ def test_linear_upsampling_interpolates_where_nearest_repeats(dims):
     net = diffkit.create_backbone("unet1d", channels=[8, 16], attention_levels=[], upsample_mode="linear")
     assert [m.mode for m in net.modules() if isinstance(m, Upsample)] == ["linear"]
     assert net(torch.randn(2, 1, 16), torch.tensor([1, 2])).shape == (2, 1, 16)
+
+
+@pytest.mark.parametrize("name, shape, patch", [("unet1d", (1, 32), 2), ("unet2d", (2, 8, 8), 2), ("unet3d", (1, 8, 8, 8), 1)])
+def test_mean_skip_conforms_for_every_rank(name, shape, patch):
+    checked = check_backbone(name, input_shape=shape, cond_dim=6, in_channels=shape[0], mean_skip=True,
+                             patch_size=patch, scale_shift_norm=True, **TINY)
+    assert {"uses t", "uses cond", "gradients"} <= set(checked)
+
+
+@pytest.mark.parametrize("dims, patch", [(1, 2), (2, 2), (3, 1)])
+def test_mean_skip_adds_a_mix_of_the_folded_inputs_means_and_starts_at_zero(dims, patch):
+    size = (8,) * dims
+    torch.manual_seed(0)
+    plain = diffkit.create_backbone(f"unet{dims}d", in_channels=2, patch_size=patch, **TINY).eval()
+    torch.manual_seed(0)
+    net = diffkit.create_backbone(f"unet{dims}d", in_channels=2, patch_size=patch, mean_skip=True, **TINY).eval()
+    x, t = torch.randn(3, 2, *size) + torch.tensor([0.5, -2.0]).view(1, 2, *(1,) * dims), torch.tensor([0, 10, 500])
+    with torch.no_grad():
+        assert torch.equal(net(x, t), plain(x, t))  # zero at the start: the same network as without it
+        feats = 2 * patch**dims
+        mix = torch.randn(feats, feats)
+        net.mean_out.bias.copy_(mix.flatten())
+        # Each folded input channel's mean over all positions, mixed by `mix`, added to each folded output channel.
+        folded = lambda v: net._fold(v, net._patchify)  # noqa: E731
+        means = folded(x).flatten(2).mean(-1)
+        added = folded(net(x, t) - plain(x, t))
+        torch.testing.assert_close(added, (means @ mix.T).view(3, feats, *(1,) * dims).expand_as(added))
+    # With patch 2 on a waveform the two folded means are the DC and the Nyquist-rate component.
+    if dims == 1:
+        wave = torch.tensor([[[1.0, -1.0] * 4]]) * 0.3 + 0.1  # DC 0.1, Nyquist amplitude 0.3
+        assert torch.allclose(folded(wave).flatten(2).mean(-1), torch.tensor([[0.4, -0.2]]))
+    assert net.options["mean_skip"] is True
