@@ -39,8 +39,8 @@ NETWORKS = {
 # The examples' networks (timed only): the preset with adaptive GroupNorm, and with attention at 512 positions too.
 EXAMPLE_NETWORKS = {
     f"{RECOMMENDED} + scale_shift_norm (examples/audio_wav.toml)": dict(preset=RECOMMENDED, scale_shift_norm=True),
-    f"{RECOMMENDED} + scale_shift_norm + attention at 512 positions (examples/speech_digits.toml)":
-        dict(preset=RECOMMENDED, scale_shift_norm=True, attention_levels=[1, 2, 4]),
+    f"{RECOMMENDED} + scale_shift_norm + attention at 512 positions + mean_skip (examples/speech_digits.toml)":
+        dict(preset=RECOMMENDED, scale_shift_norm=True, attention_levels=[1, 2, 4], mean_skip=True),
 }
 PRESET_NOTE = ("`audio-p2` folds 2 samples into channels (`patch_size=2`), so its finest level has 2,048 positions of "
                "only 16 channels, then 512 × 32, 128 × 64 (with attention), 32 × 128 and 8 × 256 (with attention); the "

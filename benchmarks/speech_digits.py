@@ -82,7 +82,8 @@ def shared_settings() -> dict[str, Any]:
             "lr_decay": t.lr_decay, "ema_decay": t.ema_decay, "ema_start": t.ema_start, "ema_warmup": t.ema_warmup,
             "steps": t.steps, "preset": c.model.options.get("preset", "custom"),
             "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False)),
-            "attention_levels": c.model.options.get("attention_levels")}
+            "attention_levels": c.model.options.get("attention_levels"),
+            "mean_skip": bool(c.model.options.get("mean_skip", False)), "schedule_shift": c.diffusion.schedule_shift}
 
 
 def cpu_seconds() -> float:
@@ -171,9 +172,7 @@ class Judge(nn.Module):
         return self.net(m[:, None])
 
 
-def train_judge(x: np.ndarray, y: np.ndarray, epochs: int = 25, seed: int = 0, noisy: bool = False) -> Judge:
-    """``noisy``: half of each batch gets white noise at -90 to -30 dBFS, so that a hiss under a digit does
-    not decide the class (the plain judge calls most hissy clips "six" or "zero")."""
+def train_judge(x: np.ndarray, y: np.ndarray, epochs: int = 25, seed: int = 0) -> Judge:
     torch.manual_seed(seed)
     judge = Judge()
     opt = torch.optim.AdamW(judge.parameters(), 2e-3, weight_decay=1e-2)
@@ -184,9 +183,6 @@ def train_judge(x: np.ndarray, y: np.ndarray, epochs: int = 25, seed: int = 0, n
             xb = xt[idx]
             shift = int(torch.randint(-400, 401, ()))  # ±50 ms: onsets of generated clips may wander
             xb = torch.roll(xb, shift, -1) * torch.empty(len(xb), 1, 1).uniform_(0.5, 2.0)
-            if noisy:
-                db = torch.empty(len(xb), 1, 1).uniform_(-90, -30)
-                xb = xb + torch.randn_like(xb) * 10 ** (db / 20) * (torch.rand(len(xb), 1, 1) < 0.5)
             loss = F.cross_entropy(judge(xb), yt[idx])
             opt.zero_grad()
             loss.backward()
@@ -194,11 +190,11 @@ def train_judge(x: np.ndarray, y: np.ndarray, epochs: int = 25, seed: int = 0, n
     return judge.eval()
 
 
-def cached_judge(data: dict[str, np.ndarray], noisy: bool = False) -> Judge:
-    """The judge trained once on the real training clips, kept in runs/bench-speech/judge.pt (judge_noisy.pt)."""
-    path = RUN / ("judge_noisy.pt" if noisy else "judge.pt")
+def cached_judge(data: dict[str, np.ndarray]) -> Judge:
+    """The judge trained once on the real training clips, kept in runs/bench-speech/judge.pt."""
+    path = RUN / "judge.pt"
     if not path.is_file():
-        torch.save(train_judge(data["train_x"], data["train_y"], noisy=noisy).state_dict(), path)
+        torch.save(train_judge(data["train_x"], data["train_y"]).state_dict(), path)
     judge = Judge()
     judge.load_state_dict(torch.load(path))
     return judge.eval()
@@ -409,14 +405,10 @@ def evaluate(notes: list[str]) -> None:
     judge_acc = recognised(judge, test_x, test_y)
     judge_train_acc = recognised(judge, train_x, train_y)
     print(f"judge: {judge_acc:.1%} on held-out voices ({judge_train_acc:.1%} on its training clips)", flush=True)
-    noisy_judge = cached_judge(data, noisy=True)
     hiss = torch.randn(test_x.shape, generator=torch.Generator().manual_seed(0))
-    # Held-out clips under white noise at -60 and -45 dBFS (diffkit's first runs left a floor near -44 dBFS).
-    hissy = {db: test_x + hiss * 10 ** (db / 20) for db in (-60, -45)}
-    robustness = {name: {"clean": recognised(j, test_x, test_y),
-                         **{db: recognised(j, x, test_y) for db, x in hissy.items()}}
-                  for name, j in (("plain", judge), ("noisy", noisy_judge))}
-    print(f"judges on held-out voices, clean / -60 / -45 dBFS hiss: {robustness}", flush=True)
+    # Held-out clips under white noise (the first runs' samples had a floor near -44 dBFS).
+    under_hiss = {db: recognised(judge, test_x + hiss * 10 ** (db / 20), test_y) for db in (-60, -45)}
+    print(f"judge on held-out voices under white noise at -60 / -45 dBFS: {under_hiss}", flush=True)
 
     ref = mel_stats(test_x)
     y = torch.arange(len(DIGITS)).repeat_interleave(PER_DIGIT)
@@ -429,15 +421,13 @@ def evaluate(notes: list[str]) -> None:
 
     def judge_clips(name: str, x: torch.Tensor, extra: dict[str, Any]) -> dict[str, Any]:
         fd = frechet_distance(mel_stats(x), ref)
-        row = {"name": name, "acc": recognised(judge, x, y.numpy()), "acc_noisy": recognised(noisy_judge, x, y.numpy()),
-               "fd": fd, "fd_ratio": fd / floor,
+        row = {"name": name, "acc": recognised(judge, x, y.numpy()), "fd": fd, "fd_ratio": fd / floor,
                **audio_stats(x), **extra, "x": x}
-        print(f"  {name}: {row['acc']:.1%} recognised ({row['acc_noisy']:.1%} by the noise-trained judge), Fréchet ×{row['fd_ratio']:.1f}, floor {row['floor']:.1f} dBFS",
+        print(f"  {name}: {row['acc']:.1%} recognised, Fréchet ×{row['fd_ratio']:.1f}, floor {row['floor']:.1f} dBFS",
               flush=True)
         return row
 
-    real = {"name": f"real clips, held-out voices (n={len(test_x)})", "acc": judge_acc,
-            "acc_noisy": robustness["noisy"]["clean"], "fd_ratio": 1.0,
+    real = {"name": f"real clips, held-out voices (n={len(test_x)})", "acc": judge_acc, "fd_ratio": 1.0,
             **audio_stats(test_x), "steps": "–", "cpu": "–", "x": test_x, "y": test_y}
     rows = [real]
 
@@ -498,12 +488,8 @@ def evaluate(notes: list[str]) -> None:
         f"{HELD_OUT} other variants ({', '.join(VARIANTS[-HELD_OUT:])}).",
         f"- Judge: a 3-layer CNN on 40-band log-mel spectrograms trained on the real training clips only; "
         f"**{judge_acc:.1%}** on the held-out voices ({judge_train_acc:.1%} on its training clips). It never heard "
-        f"noise, and a hiss reads to it as the fricatives of \"six\" and \"zero\": the held-out clips with white "
-        f"noise added at -60 / -45 dBFS are recognised {robustness['plain'][-60]:.1%} / {robustness['plain'][-45]:.1%}. "
-        f"A second judge, the same network trained the same way on the same clips but with white noise at -90 to "
-        f"-30 dBFS added to half of each batch, tells a digit under a hiss: {robustness['noisy']['clean']:.1%} / "
-        f"{robustness['noisy'][-60]:.1%} / {robustness['noisy'][-45]:.1%} on the held-out clips clean / -60 / -45 dBFS "
-        "(column \"noise-trained judge\"). The targets are read with the first judge.",
+        f"noise, and a hiss pulls its answers toward the digits with hissing sounds in them (white noise toward "
+        f"\"zero\" and \"five\"): the held-out clips with white noise added at -60 / -45 dBFS are recognised {under_hiss[-60]:.1%} / {under_hiss[-45]:.1%}.",
         f"- Fréchet distance of per-clip log-mel statistics (mean and std of 40 bands) against the held-out clips; "
         f"the real-versus-real floor ({len(y)} training clips, {PER_DIGIT} per digit, against them; mean of 5 draws) is "
         f"{floor:.2f}; the table gives each set's distance ({len(y)} clips) divided by it.",
@@ -514,9 +500,11 @@ def evaluate(notes: list[str]) -> None:
                                                                    if shared["ema_warmup"] else "")
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
-        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule, "
+        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule"
+        + (f" shifted by {shared['schedule_shift']:g}" if shared["schedule_shift"] != 1 else "") + ", "
         f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}"
-        f"{', attention_levels ' + str(shared['attention_levels']) if shared.get('attention_levels') else ''}), "
+        f"{', attention_levels ' + str(shared['attention_levels']) if shared.get('attention_levels') else ''}"
+        f"{', mean_skip' if shared['mean_skip'] else ''}), "
         f"`{diffkit_sampler()}`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "
@@ -527,10 +515,9 @@ def evaluate(notes: list[str]) -> None:
     ]
     body = []
     for r in rows:
-        body.append([r["name"], str(r["steps"]), fmt_cpu(r["cpu"]), f"{r['acc']:.1%}", f"{r['acc_noisy']:.1%}",
-                     f"{r['fd_ratio']:.1f}",
+        body.append([r["name"], str(r["steps"]), fmt_cpu(r["cpu"]), f"{r['acc']:.1%}", f"{r['fd_ratio']:.1f}",
                      f"{r['floor']:.1f}", f"{r['level']:.1f}", f"{r['dc']:.4f}", f"{r['clipped']:.3%}"])
-    lines += table(["clips", "train steps", "train CPU-min", "recognised", "noise-trained judge", "Fréchet / floor", "noise floor dBFS",
+    lines += table(["clips", "train steps", "train CPU-min", "recognised", "Fréchet / floor", "noise floor dBFS",
                     "level dBFS", "median abs DC", "clipped"], body)
     lines += [
         "",
