@@ -84,7 +84,7 @@ class UNet(nn.Module):
     is nearly out of the network's reach: the last GroupNorm removes every feature's mean before the output
     convolution. With ``patch_size`` 2 on waveforms the two folded channels' means are the clip's DC and its
     Nyquist-rate component, and the sampler's starting noise left both in the spoken-digits samples
-    (median 0.005 each, a floor of -41 dBFS at 3.5-4 kHz; benchmarks/results/speech_digits.md).
+    (medians 0.003-0.005, a floor of -41 to -44 dBFS; benchmarks/results/speech_digits.md).
     """
 
     def __init__(
