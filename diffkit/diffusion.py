@@ -359,8 +359,12 @@ class GaussianDiffusion(nn.Module):
         """The dtype samples are made in: the backbone's parameters' (which follow ``.to(dtype)``), or
         torch's default dtype for a backbone without parameters (an analytic denoiser such as
         :class:`diffkit.testing.GaussianOracle` computes in its own precision whatever it is given)."""
+        return self._parameter_dtype() or torch.get_default_dtype()
+
+    def _parameter_dtype(self) -> Optional[torch.dtype]:
+        """The backbone's floating-point parameter dtype (what ``.to(dtype)`` set), None without such parameters."""
         param = next(self.model.parameters(), None)
-        return param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+        return param.dtype if param is not None and param.is_floating_point() else None
 
     def check_sample_args(
         self,
@@ -413,11 +417,10 @@ class GaussianDiffusion(nn.Module):
         batch_size = x.shape[0]
         if batch_size == 0:
             raise ValueError("the batch is empty: x has shape (0, ...)")
-        param = next(self.model.parameters(), None)
-        if param is not None and param.is_floating_point() and x.dtype != param.dtype \
-                and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"x is {x.dtype} but the model is {param.dtype}; convert one to the other "
-                             f"(x.to({param.dtype}))")
+        model_dtype = self._parameter_dtype()
+        if model_dtype is not None and x.dtype != model_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"x is {x.dtype} but the model is {model_dtype}; convert one to the other "
+                             f"(x.to({model_dtype}))")
         y = as_labels(y)
         self._check_y(y, batch_size)
         if self.conditioner is not None and y is None:
