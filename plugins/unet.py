@@ -123,6 +123,11 @@ class UNet(nn.Module):
         bad = [lvl for lvl in attention_levels if not 0 <= lvl < len(channels)]
         if bad:
             raise ValueError(f"{name}: 'attention_levels' {bad} out of range for {len(channels)} levels (0…{len(channels) - 1})")
+        flags = dict(gradient_checkpointing=gradient_checkpointing, mid_attention=mid_attention,
+                     flip_sin_to_cos=flip_sin_to_cos, scale_shift_norm=scale_shift_norm, mean_skip=mean_skip)
+        for key, value in flags.items():
+            if not isinstance(value, bool):  # a TOML string "false" would otherwise switch the option on
+                raise ValueError(f"{name}: {key!r} must be true or false, got {value!r}")
         factors = _factors(name, downsample_factors, len(channels))
         if num_res_blocks < 1:
             raise ValueError(f"{name}: 'num_res_blocks' must be >= 1, got {num_res_blocks}")

@@ -77,3 +77,18 @@ def test_audio_sampling_under_torchrun_writes_the_same_dc_free_wavs_as_one_proce
         data, rate = sf.read(tmp_path / "two" / name)
         assert rate == 8000 and data.shape == (4096,)
         assert abs(data.mean()) < 1e-3, f"{name} keeps a DC offset of {data.mean():.4f}"
+
+
+def test_a_string_for_a_switch_in_the_speech_example_is_refused_naming_it(tmp_path, capsys):
+    # TOML's "false" is a string, and a truthy one: it must not switch mean_skip on.
+    from diffkit.cli import main
+
+    classes = [f"{k}_{w}" for k, w in enumerate("zero one two three four five six seven eight nine".split())]
+    write_folder(tmp_path / "wavs", classes, per_class=1)
+    config = tmp_path / "speech.toml"
+    config.write_text((EXAMPLES / "speech_digits.toml").read_text().replace("mean_skip = true", 'mean_skip = "false"'))
+    run = tmp_path / "run"
+    code = main(["train", str(config), "--set", f"run.dir={run}", "--set", f"data.options.root={tmp_path / 'wavs'}",
+                 "--set", "train.steps=1", "--set", "model.options.channels=[8, 8, 8, 16, 16]", "--no-progress"])
+    assert code != 0 and not run.exists()
+    assert "model.options: unet1d: 'mean_skip' must be true or false, got 'false'" in capsys.readouterr().err

@@ -73,6 +73,8 @@ def test_the_seeds_unet1d_says_which_lengths_it_accepts():
     (dict(attention_levels=[4]), r"'attention_levels' \[4\] out of range"),
     (dict(channels=[]), r"'channels' must be a non-empty list"),
     (dict(upsample_mode="cubic"), r"unknown 'upsample_mode' 'cubic'; choose one of \['nearest', 'linear'\]"),
+    (dict(mean_skip="false"), r"'mean_skip' must be true or false, got 'false'"),
+    (dict(scale_shift_norm=1), r"'scale_shift_norm' must be true or false, got 1"),
 ])
 def test_bad_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
