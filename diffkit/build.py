@@ -80,6 +80,7 @@ def build_diffusion(config: Config, example_shape: Sequence[int]) -> GaussianDif
         threshold_percentile=d.threshold_percentile,
         loss_weighting=d.loss_weighting,
         min_snr_gamma=d.min_snr_gamma,
+        data_std=d.data_std,
     )
 
 

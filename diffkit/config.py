@@ -93,6 +93,8 @@ class DiffusionSection(_Section):
     threshold_percentile: float = Field(_engine_default(_ENGINE, "threshold_percentile"), gt=0, le=1)
     loss_weighting: Literal[LOSS_WEIGHTINGS] = _engine_default(_ENGINE, "loss_weighting")  # type: ignore[valid-type]
     min_snr_gamma: float = Field(_engine_default(_ENGINE, "min_snr_gamma"), gt=0)
+    # The data's standard deviation: the network's input and target are taken in its units (EDM's σ_data).
+    data_std: float = Field(_engine_default(_ENGINE, "data_std"), gt=0)
 
 
 class TrainSection(_Section):

@@ -71,6 +71,9 @@ _SCHEDULE_BUFFERS = (
     "remove_noise_coeff",
     "sigma",
     "posterior_variance",
+    "scaled_a",
+    "scaled_s",
+    "input_scale",
 )
 
 
@@ -86,6 +89,10 @@ class GaussianDiffusion(nn.Module):
     schedule, T = 1000): x̂0 = (x_t - sqrt(1-ᾱ)·ε̂)/sqrt(ᾱ) multiplies any error of a trained ε̂ by 1/sqrt(ᾱ), and
     unclipped samples then leave the data's range by orders of magnitude. ``loss_weighting`` is ``"none"`` (plain MSE) or
     ``"min-snr"`` (Min-SNR-γ of Hang et al. 2023, ``min_snr_gamma``), the same for every objective.
+    ``data_std`` is the data's standard deviation (σ_data of Karras et al. 2022): the network's input and
+    its objective are taken in units of it, so both have unit variance at every step
+    (:func:`diffkit.objectives.scaled_coefficients`); Min-SNR then reads the SNR in those units too. The
+    default 1 leaves everything as in the seed; quiet audio (std 0.1) needs it, whatever the schedule.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class GaussianDiffusion(nn.Module):
         threshold_percentile: float = 0.995,
         loss_weighting: str = "none",
         min_snr_gamma: float = 5.0,
+        data_std: float = 1.0,
     ) -> None:
         super().__init__()
         objectives.check_objective(objective)
@@ -111,6 +119,8 @@ class GaussianDiffusion(nn.Module):
             threshold = "clip" if clip_x0 else "none"
         objectives.check_threshold(threshold, threshold_percentile)
         objectives.check_loss_weighting(loss_weighting, min_snr_gamma)
+        if isinstance(data_std, bool) or not isinstance(data_std, numbers.Real) or not 0 < data_std < math.inf:
+            raise ValueError(f"data_std must be a positive number (the data's standard deviation), got {data_std!r}")
         if variance not in VARIANCES:
             raise ValueError(f"unknown variance {variance!r}; choose 'beta' (σ²=β) or 'posterior' (σ²=β̃)")
         if not isinstance(model, nn.Module):
@@ -141,6 +151,7 @@ class GaussianDiffusion(nn.Module):
         self.clip_x0 = threshold == "clip"
         self.loss_weighting = loss_weighting
         self.min_snr_gamma = min_snr_gamma
+        self.data_std = float(data_std)
 
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -156,6 +167,7 @@ class GaussianDiffusion(nn.Module):
             "remove_noise_coeff": betas / (1.0 - alphas_cumprod).sqrt(),
             "sigma": betas.sqrt(),
             "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+            **objectives.scaled_coefficients(alphas_cumprod, float(data_std)),
         }
         for name in _SCHEDULE_BUFFERS:
             # Not persistent: they follow from β, so checkpoints hold only learned weights.
@@ -253,14 +265,21 @@ class GaussianDiffusion(nn.Module):
         cond, null = self._conditioning(y, x_t.shape[0], guidance_scale)
         return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
+    def _model_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t as the network sees it: in units of ``data_std`` (c_in·x_t), unchanged for data_std 1."""
+        return x_t if self.data_std == 1.0 else x_t * self._coef("input_scale", t, x_t)
+
     def _eps_x0(self, x_t, t, cond, null, guidance_scale):
-        output = self._guided_output(x_t, t, cond, null, guidance_scale)
-        a = self._coef("sqrt_alphas_cumprod", t, x_t)
-        s = self._coef("sqrt_one_minus_alphas_cumprod", t, x_t)
-        eps, x0 = objectives.eps_and_x0(self.objective, output, x_t, a, s)
+        x_in = self._model_input(x_t, t)
+        output = self._guided_output(x_in, t, cond, null, guidance_scale)
+        eps, x0 = objectives.eps_and_x0(self.objective, output, x_in, self._coef("scaled_a", t, x_t),
+                                        self._coef("scaled_s", t, x_t))
+        if self.data_std != 1.0:
+            x0 = x0 * self.data_std
         if self.threshold != "none":
             x0 = objectives.threshold_x0(x0, self.threshold, self.threshold_percentile)
-            eps = objectives.eps_from_x0(x_t, x0, a, s)
+            eps = objectives.eps_from_x0(x_t, x0, self._coef("sqrt_alphas_cumprod", t, x_t),
+                                         self._coef("sqrt_one_minus_alphas_cumprod", t, x_t))
         return eps, x0
 
     # --- the reverse process ---------------------------------------------------------------------
@@ -429,20 +448,21 @@ class GaussianDiffusion(nn.Module):
         noise = torch.randn_like(x)
         x_t = self.perturb_x(x, t, noise)
         cond = self.conditioner(y) if self.conditioner is not None else None
-        output = self._network(x_t, t, cond)
+        output = self._network(self._model_input(x_t, t), t, cond)
         target = objectives.training_target(
             self.objective,
-            x,
+            x if self.data_std == 1.0 else x / self.data_std,
             noise,
-            self._coef("sqrt_alphas_cumprod", t, x),
-            self._coef("sqrt_one_minus_alphas_cumprod", t, x),
+            self._coef("scaled_a", t, x),
+            self._coef("scaled_s", t, x),
         )
         # Low-precision outputs (bf16 autocast) are compared in float32 at least.
         dtype = torch.promote_types(output.dtype, torch.float32)
         if self.loss_weighting == "none":
             return F.mse_loss(output.to(dtype), target.to(dtype))
         per_example = (output.to(dtype) - target.to(dtype)).square().flatten(1).mean(1)
-        snr = objectives.snr(self.alphas_cumprod[t])
+        # The SNR of the data in units of data_std (the plain ᾱ/(1-ᾱ) for data_std 1).
+        snr = objectives.snr(self.alphas_cumprod[t]) * self.data_std**2
         weight = objectives.min_snr_weight(self.objective, snr, self.min_snr_gamma).to(dtype)
         return (weight * per_example).mean()
 

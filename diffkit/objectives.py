@@ -8,6 +8,14 @@ With x_t = a·x0 + s·ε (a = sqrt(ᾱ_t), s = sqrt(1 - ᾱ_t), a² + s² = 1):
 - ``v``:   v = a·ε - s·x0            (Salimans & Ho 2022, "Progressive Distillation")
 
 ``a`` and ``s`` may be Python floats or tensors that broadcast against ``x_t``.
+
+Data whose standard deviation σ_d is far from 1 (quiet audio: 0.1) make these targets lopsided: at a
+step where the data and the noise are equally loud (a·σ_d = s), v is 0.995·ε − 0.0995·x0, the data's
+part 40 dB below the noise's. ``GaussianDiffusion(data_std=σ_d)`` therefore runs the diffusion in units
+of σ_d (Karras et al. 2022, "Elucidating the Design Space", §5: c_in and the σ_data-scaled target):
+the network sees x_t·c_in with c_in = 1/sqrt(a²σ_d² + s²), and its objective is the one above for
+x0/σ_d with (a, s) replaced by (a·σ_d·c_in, s·c_in) (:func:`scaled_coefficients`), so that input
+and target have unit variance at every step. σ_d = 1 leaves everything as written above.
 """
 
 from __future__ import annotations
@@ -51,6 +59,17 @@ def eps_and_x0(objective: str, output: torch.Tensor, x_t: torch.Tensor, a: Coef,
         return (x_t - a * x0) / s, x0
     v = output
     return s * x_t + a * v, a * x_t - s * v
+
+
+def scaled_coefficients(alphas_cumprod: torch.Tensor, data_std: float) -> dict[str, torch.Tensor]:
+    """``scaled_a``, ``scaled_s`` and ``input_scale`` (c_in) per step for data of standard deviation
+    ``data_std``: x_t·c_in = scaled_a·(x0/data_std) + scaled_s·ε, with scaled_a² + scaled_s² = 1.
+    For ``data_std`` 1 they are sqrt(ᾱ), sqrt(1-ᾱ) and 1 exactly."""
+    a, s = alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
+    if data_std == 1.0:
+        return {"scaled_a": a, "scaled_s": s, "input_scale": torch.ones_like(a)}
+    c_in = (alphas_cumprod * data_std**2 + 1.0 - alphas_cumprod).rsqrt()
+    return {"scaled_a": a * data_std * c_in, "scaled_s": s * c_in, "input_scale": c_in}
 
 
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, a: Coef, s: Coef) -> torch.Tensor:

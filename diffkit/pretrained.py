@@ -689,6 +689,9 @@ def export_diffusers(
     backbone = diffusion.model if diffusion is not None else model
     if diffusion is not None and diffusion.conditioner is not None:
         raise PretrainedError("export_diffusers: a conditioned engine (conditioner set) is not in the DDPM family")
+    if diffusion is not None and diffusion.data_std != 1.0:
+        raise PretrainedError(f"export_diffusers: diffusion data_std={diffusion.data_std:g} cannot be written as a "
+                              "DDPMScheduler: diffusers has no such option (its network sees x_t unscaled)")
     size: Optional[list[int]] = None
     if sample_size is not None:
         size = [int(sample_size)] * 2

@@ -28,7 +28,8 @@ class GaussianOracle(nn.Module):
 
     ``eps_noise`` > 0 makes it the slightly imperfect denoiser a trained network is: independent
     N(0, eps_noise²) noise (from its own generator, seeded by ``seed``) is added to the predicted ε
-    at every call, before the conversion to ``objective``.
+    at every call, before the conversion to ``objective``. ``data_std`` is that of the engine it serves
+    (``GaussianDiffusion(data_std=...)``), which scales the oracle's input and wants its target scaled.
     """
 
     def __init__(
@@ -39,12 +40,14 @@ class GaussianOracle(nn.Module):
         objective: str = "eps",
         eps_noise: float = 0.0,
         seed: int = 0,
+        data_std: float = 1.0,
     ) -> None:
         super().__init__()
         objectives.check_objective(objective)
         self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
         self.mean = float(mean)
         self.std = float(std)
+        self.data_std = float(data_std)
         self.objective = objective
         self.eps_noise = float(eps_noise)
         self.generator = torch.Generator().manual_seed(seed)
@@ -52,12 +55,18 @@ class GaussianOracle(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         abar = self.alphas_cumprod[t].reshape(-1, *((1,) * (x_t.ndim - 1)))
         a, sigma = abar.sqrt(), (1 - abar).sqrt()
-        x = x_t.double()
+        # An engine with data_std d feeds x_t / sqrt(ᾱd² + 1 - ᾱ) and wants the target for x0/d at
+        # (a·d, σ) over that same norm.
+        norm = (abar * self.data_std**2 + sigma**2).sqrt()
+        x = x_t.double() * norm if self.data_std != 1.0 else x_t.double()
         eps = sigma * (x - a * self.mean) / (abar * self.std**2 + sigma**2)
         if self.eps_noise:
             noise = torch.randn(x.shape, generator=self.generator, dtype=torch.float64)
             eps = eps + self.eps_noise * noise.to(x.device)
         x0 = (x - sigma * eps) / a
+        if self.data_std != 1.0:
+            return objectives.training_target(self.objective, x0 / self.data_std, eps, a * self.data_std / norm,
+                                              sigma / norm).to(x_t.dtype)
         return objectives.training_target(self.objective, x0, eps, a, sigma).to(x_t.dtype)
 
 
