@@ -83,7 +83,8 @@ def shared_settings() -> dict[str, Any]:
             "steps": t.steps, "preset": c.model.options.get("preset", "custom"),
             "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False)),
             "attention_levels": c.model.options.get("attention_levels"),
-            "mean_skip": bool(c.model.options.get("mean_skip", False)), "schedule_shift": c.diffusion.schedule_shift}
+            "mean_skip": bool(c.model.options.get("mean_skip", False)), "schedule_shift": c.diffusion.schedule_shift,
+            "data_std": c.diffusion.data_std}
 
 
 def cpu_seconds() -> float:
@@ -500,7 +501,8 @@ def evaluate(notes: list[str]) -> None:
                                                                    if shared["ema_warmup"] else "")
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
         "(two network evaluations per step for both).",
-        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction, cosine schedule"
+        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction"
+        + (f" in units of data_std {shared['data_std']:g}" if shared["data_std"] != 1 else "") + ", cosine schedule"
         + (f" shifted by {shared['schedule_shift']:g}" if shared["schedule_shift"] != 1 else "") + ", "
         f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}"
         f"{', attention_levels ' + str(shared['attention_levels']) if shared.get('attention_levels') else ''}"
