@@ -25,7 +25,13 @@ def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.T
     if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.dtype not in (torch.int64, torch.int32):
         kind = f"a {t.ndim}-D {t.dtype} tensor" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"t must be a 1-D integer tensor of timesteps, one per example; got {kind}")
-    out = a.gather(-1, t)
+    try:
+        out = a.gather(-1, t)
+    except RuntimeError as exc:  # on the CPU; a GPU reports an index out of range as a device-side assert
+        if "out of bounds" not in str(exc):
+            raise
+        raise ValueError(f"t must lie in 0…{a.shape[-1] - 1} (the schedule's timesteps), got {int(t.min())}…"
+                         f"{int(t.max())}") from None
     return out.reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
 
 
@@ -265,6 +271,7 @@ class GaussianDiffusion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(ε̂, x̂0) at x_t, whatever the objective, with guidance and the optional x0 clipping."""
         cond, null = self._conditioning(y, x_t.shape[0], guidance_scale)
+        extract(self.alphas_cumprod, t, x_t.shape)  # a t outside the schedule fails here, before the network
         return self._eps_x0(x_t, t, cond, null, guidance_scale)
 
     def _model_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

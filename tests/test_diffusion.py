@@ -54,6 +54,16 @@ def test_extract_broadcasts_over_any_rank(rank):
     assert (out * torch.ones(shape)).shape == shape
 
 
+@pytest.mark.parametrize("t, shown", [([0, -1], "-1…0"), ([999, 1000], "999…1000")])
+def test_a_timestep_outside_the_schedule_is_a_one_line_error(t, shown):
+    d = oracle_diffusion((6,))
+    x = torch.zeros(2, 6)
+    for call in (lambda: d.perturb_x(x, torch.tensor(t), x), lambda: d.remove_noise(x, torch.tensor(t)),
+                 lambda: d.predict(x, torch.tensor(t))):
+        with pytest.raises(ValueError, match=rf"^t must lie in 0…999 \(the schedule's timesteps\), got {shown}$"):
+            call()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_perturb_x_is_the_closed_form(shape):
     d = oracle_diffusion(shape)
