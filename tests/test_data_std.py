@@ -120,3 +120,19 @@ def test_export_diffusers_refuses_data_std(tmp_path):
     with pytest.raises(PretrainedError, match="data_std=0.5 cannot be written"):
         export_diffusers(d, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_ddim_with_few_calls_shrinks_quiet_data_and_the_other_samplers_do_not():
+    # The README's advice for quiet audio, measured on the exact denoiser of N(0, 0.1²) data.
+    betas = cosine_beta_schedule(1000)
+    oracle = GaussianOracle(torch.cumprod(1 - betas, 0), 0.0, STD, "v")
+    d = GaussianDiffusion(oracle, (1, 8), betas, objective="v", threshold="none")
+
+    def ratio(sampler, steps):
+        x = d.sample(4000, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(1))
+        return x.std().item() / STD
+
+    assert ratio("ddim", 20) == pytest.approx(0.70, abs=0.03)
+    assert ratio("ddim", 50) == pytest.approx(0.87, abs=0.03)
+    for sampler in ("dpm-solver++", "dpm-solver++-sde", "unipc"):
+        assert ratio(sampler, 20) == pytest.approx(1.0, abs=0.03)
