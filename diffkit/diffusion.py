@@ -281,14 +281,17 @@ class GaussianDiffusion(nn.Module):
     def _eps_x0(self, x_t, t, cond, null, guidance_scale):
         x_in = self._model_input(x_t, t)
         output = self._guided_output(x_in, t, cond, null, guidance_scale)
-        eps, x0 = objectives.eps_and_x0(self.objective, output, x_in, self._coef("scaled_a", t, x_t),
-                                        self._coef("scaled_s", t, x_t))
-        if self.data_std != 1.0:
+        a = self._coef("sqrt_alphas_cumprod", t, x_t)
+        s = self._coef("sqrt_one_minus_alphas_cumprod", t, x_t)
+        if self.data_std == 1.0:
+            eps, x0 = objectives.eps_and_x0(self.objective, output, x_in, a, s)
+        else:
+            eps, x0 = objectives.eps_and_x0(self.objective, output, x_in, self._coef("scaled_a", t, x_t),
+                                            self._coef("scaled_s", t, x_t))
             x0 = x0 * self.data_std
         if self.threshold != "none":
             x0 = objectives.threshold_x0(x0, self.threshold, self.threshold_percentile)
-            eps = objectives.eps_from_x0(x_t, x0, self._coef("sqrt_alphas_cumprod", t, x_t),
-                                         self._coef("sqrt_one_minus_alphas_cumprod", t, x_t))
+            eps = objectives.eps_from_x0(x_t, x0, a, s)
         return eps, x0
 
     # --- the reverse process ---------------------------------------------------------------------
