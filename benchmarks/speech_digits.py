@@ -24,7 +24,7 @@ over that CPU budget, as it cannot know its step count ahead) with diffkit's ``E
 checkpoint every 100 steps with the CPU time spent so far, so that it is judged both at diffkit's number of
 steps and at diffkit's CPU time.
 
-Judged (100 clips per model, 10 per digit, 20 sampling steps, guidance 2): share recognised by a small CNN
+Judged (100 clips per model, 10 per digit, 20 sampling steps, guidance 3): share recognised by a small CNN
 on log-mel spectrograms trained on real training clips only; Fréchet distance of per-clip log-mel
 statistics (mean and standard deviation of each of 40 mel bands) against held-out real clips, divided by
 the real-versus-real floor (training clips against held-out ones, same counts); noise floor (RMS of the
@@ -69,7 +69,7 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "k
 HELD_OUT = 8
 TRAIN_PER_DIGIT, TEST_PER_DIGIT = 144, 40
 PER_DIGIT = 10  # generated clips per digit and model
-CALLS, GUIDANCE = 20, 2.0
+CALLS, GUIDANCE = 20, 3.0  # guidance: examples/speech_digits.toml's [sample] guidance_scale, for both models
 
 
 def shared_settings() -> dict[str, Any]:

@@ -48,7 +48,7 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
     losses = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert len(losses) == 2
 
-    # The README's continuation command on the example's run (its [sample]: guidance 2, no --labels given).
+    # The README's continuation command on the example's run (its [sample] guidance, no --labels given).
     from diffkit.cli import main
 
     given = sorted((tmp_path / "wavs" / classes[0]).glob("*.wav"))[0]
