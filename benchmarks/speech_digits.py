@@ -24,7 +24,7 @@ over that CPU budget, as it cannot know its step count ahead) with diffkit's ``E
 checkpoint every 100 steps with the CPU time spent so far, so that it is judged both at diffkit's number of
 steps and at diffkit's CPU time.
 
-Judged (100 clips per model, 10 per digit, 20 sampling steps, guidance 3): share recognised by a small CNN
+Judged (100 clips per model, 10 per digit, 20 sampling steps, the example's guidance): share recognised by a small CNN
 on log-mel spectrograms trained on real training clips only; Fréchet distance of per-clip log-mel
 statistics (mean and standard deviation of each of 40 mel bands) against held-out real clips, divided by
 the real-versus-real floor (training clips against held-out ones, same counts); noise floor (RMS of the
@@ -69,7 +69,7 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "k
 HELD_OUT = 8
 TRAIN_PER_DIGIT, TEST_PER_DIGIT = 144, 40
 PER_DIGIT = 10  # generated clips per digit and model
-CALLS, GUIDANCE = 20, 3.0  # guidance: examples/speech_digits.toml's [sample] guidance_scale, for both models
+CALLS = 20
 
 
 def shared_settings() -> dict[str, Any]:
@@ -225,7 +225,7 @@ def audio_stats(x: torch.Tensor) -> dict[str, float]:
 def diffkit_overrides(steps: int, folder: Path) -> list[str]:
     return [f"run.dir={RUN / 'diffkit'}", f"data.options.root={folder}", f"train.steps={steps}",
             "train.checkpoint_every=0", "train.log_every=50", f"sample.steps={CALLS}",
-            f"sample.guidance_scale={GUIDANCE}"]
+            f"sample.guidance_scale={guidance()}"]
 
 
 def train_diffkit(steps: int) -> None:
@@ -262,10 +262,17 @@ def diffkit_sampler() -> str:
     return load_config(CONFIG).sample.sampler
 
 
+def guidance() -> float:
+    """The example's [sample] guidance_scale, used for both models."""
+    from diffkit.config import load_config
+
+    return load_config(CONFIG).sample.guidance_scale
+
+
 @torch.no_grad()
 def sample_diffkit(diffusion, y: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.cat([diffusion.sample(len(b), sampler=diffkit_sampler(), steps=CALLS, y=b, guidance_scale=GUIDANCE,
+    return torch.cat([diffusion.sample(len(b), sampler=diffkit_sampler(), steps=CALLS, y=b, guidance_scale=guidance(),
                                        generator=g) for b in y.split(100)])
 
 
@@ -299,7 +306,7 @@ class Peer(nn.Module):
         for b in y.split(100):
             noise = torch.randn(len(b), 1, LENGTH, generator=g)
             out.append(self.model.sample(noise, num_steps=CALLS, embedding=self.labels(b)[:, None],
-                                         embedding_scale=GUIDANCE))
+                                         embedding_scale=guidance()))
         return torch.cat(out)
 
 
@@ -499,7 +506,7 @@ def evaluate(notes: list[str]) -> None:
         + (" (diffkit over its steps; the peer over its CPU budget)" if shared["lr_decay"] != "constant" else "")
         + f", EMA {shared['ema_decay']} from step {shared['ema_start']}" + (" with warm-up min(decay, (1+n)/(10+n))"
                                                                    if shared["ema_warmup"] else "")
-        + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {GUIDANCE} "
+        + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {guidance()} "
         "(two network evaluations per step for both).",
         f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction"
         + (f" in units of data_std {shared['data_std']:g}" if shared["data_std"] != 1 else "") + ", cosine schedule"
