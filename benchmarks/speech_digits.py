@@ -269,6 +269,22 @@ def guidance() -> float:
     return load_config(CONFIG).sample.guidance_scale
 
 
+def as_written(x: torch.Tensor) -> torch.Tensor:
+    """Clips as `diffkit sample` writes them with the example's [sample]: DC offset, then the noise gate."""
+    from diffkit.config import load_config
+    from diffkit.data import apply_dc_offset, noise_gate
+
+    s = load_config(CONFIG).sample
+    return noise_gate(apply_dc_offset(x, s.dc_offset), s.noise_gate, SAMPLE_RATE)
+
+
+def written_settings() -> str:
+    from diffkit.config import load_config
+
+    s = load_config(CONFIG).sample
+    return f"dc_offset \"{s.dc_offset}\", noise_gate {s.noise_gate:g} dB"
+
+
 @torch.no_grad()
 def sample_diffkit(diffusion, y: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -469,12 +485,16 @@ def evaluate(notes: list[str]) -> None:
         r["y"] = y.numpy()
     np.savez_compressed(RUN / "generated.npz", **{f"x{i}": r["x"].numpy() for i, r in enumerate(rows[1:])})
     same_time = next(r for r in rows[2:] if r["steps"] == at_time)  # the peer's row at diffkit's CPU time
+    # The same clips as `diffkit sample` writes them with the example's [sample] (both models alike).
+    written = [{**judge_clips(f"{r['name']}, written with {written_settings()}", as_written(r["x"]),
+                              {k: r[k] for k in ("steps", "cpu", "sample_s", "params")}), "y": r["y"]}
+               for r in (rows[1], same_time)]
     spectrogram_png({"real": (test_x, test_y), "diffkit": (rows[1]["x"], y.numpy()),
                      "peer (same time)": (same_time["x"], y.numpy())}, RESULTS / "speech_spectrograms.png")
     wav_dir = RESULTS / "speech_digits"
     if wav_dir.exists():
         shutil.rmtree(wav_dir)
-    for tag, r in (("real", rows[0]), ("diffkit", rows[1]), ("peer", same_time)):
+    for tag, r in (("real", rows[0]), ("diffkit", rows[1]), ("peer", same_time), ("diffkit_written", written[0])):
         for d in (0, 3, 7):
             save_wav(r["x"][r["y"] == d][0], wav_dir / f"{tag}_{DIGITS[d]}.wav", SAMPLE_RATE)
 
@@ -523,7 +543,7 @@ def evaluate(notes: list[str]) -> None:
         "",
     ]
     body = []
-    for r in rows:
+    for r in rows + written:
         body.append([r["name"], str(r["steps"]), fmt_cpu(r["cpu"]), f"{r['acc']:.1%}", f"{r['fd_ratio']:.1f}",
                      f"{r['floor']:.1f}", f"{r['level']:.1f}", f"{r['dc']:.4f}", f"{r['clipped']:.3%}"])
     lines += table(["clips", "train steps", "train CPU-min", "recognised", "Fréchet / floor", "noise floor dBFS",
@@ -532,7 +552,8 @@ def evaluate(notes: list[str]) -> None:
         "",
         "![log-mel spectrograms: real, diffkit, peer](speech_spectrograms.png)",
         "",
-        "WAVs (real, diffkit, peer at the same CPU time; zero, three, seven): `benchmarks/results/speech_digits/`.",
+        "WAVs (real, diffkit, peer at the same CPU time, and diffkit's as written; zero, three, seven): "
+        "`benchmarks/results/speech_digits/`.",
         "",
         f"Sampling {len(y)} clips: diffkit {rows[1]['sample_s']:.0f} s, audio-diffusion-pytorch "
         f"{same_time['sample_s']:.0f} s. Evaluation runtime: {elapsed(started)}.",

@@ -55,6 +55,14 @@ _positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer
 _seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
 
 
+def _noise_gate(text: str) -> float:
+    """argparse type: decibels >= 0, finite (0: no gate)."""
+    value = inpaint_io.finite_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of dB >= 0 (0: off), got {text!r}")
+    return value
+
+
 def _labels(text: str) -> list[int]:
     parts = text.split(",")
     if not all(p.strip().lstrip("-").isdigit() for p in parts):
@@ -102,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dc-offset", choices=DC_OFFSETS,
                    help="audio: 'remove' each clip's mean before writing its WAV or 'keep' it "
                         f"(default: the run's [sample] dc_offset, itself '{DEFAULT_DC_OFFSET}' by default)")
+    s.add_argument("--noise-gate", type=_noise_gate, metavar="DB",
+                   help="audio: silence the parts of each clip DB decibels quieter than its loudest, 0: off "
+                        "(default: the run's [sample] noise_gate, itself 0 by default)")
     s.add_argument("--out", type=Path, help="output folder (default: RUN/samples/<settings>)")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the sampling noise (default 0)")
     s.add_argument("--batch-size", type=_positive_int, help="samples per network call (default: by memory)")
@@ -224,9 +235,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to inpainting and "
                               "continuation only: add --input FILE (the file to complete)")
     if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
-        if args.dc_offset is not None:
-            raise ConfigError("--dc-offset applies to clips sampled from scratch, not with --input "
-                              "(inpainting keeps the known samples exactly as read)")
+        for flag, value in (("--dc-offset", args.dc_offset), ("--noise-gate", args.noise_gate)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to clips sampled from scratch, not with --input "
+                                  "(inpainting keeps the known samples exactly as read)")
         s = run.sample_defaults()
         sampler = args.sampler or s.sampler
         folder = run.checkpoint(args.checkpoint)
@@ -246,7 +258,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     paths = run.sample(
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
-        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset)
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset,
+        noise_gate=args.noise_gate)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{len(paths) - 1} samples in {paths[0].parent}; summary picture {paths[-1]}")
     return 0

@@ -24,6 +24,7 @@ from .config import MAX_SEED, ConfigError
 from .data import (
     DC_OFFSETS,
     apply_dc_offset,
+    noise_gate as apply_noise_gate,
     save_image,
     save_image_grid,
     save_spectrogram_png,
@@ -69,6 +70,7 @@ def generate(
     batch_size: Optional[int] = None,
     progress: bool = False,
     dc_offset: Optional[str] = None,
+    noise_gate: Optional[float] = None,
 ) -> list[Path]:
     """Write samples ``000000`` … of a run as PNG / WAV / ``.npy`` files; returns their paths and the summary picture.
 
@@ -76,6 +78,7 @@ def generate(
     sample, default every class in turn. ``out``: the folder (default ``RUN/samples/<settings>``); files
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
     ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it.
+    ``noise_gate`` (audio): silence the parts of each clip that many dB quieter than its loudest (0: off).
     """
     s = run.sample_defaults()
     num = (len(labels) if labels is not None else s.num) if num is None else num
@@ -95,6 +98,11 @@ def generate(
     dc_offset = s.dc_offset if dc_offset is None else dc_offset
     if dc_offset not in DC_OFFSETS:
         raise ConfigError(f"dc_offset must be one of {list(DC_OFFSETS)}, got {dc_offset!r}")
+    noise_gate = s.noise_gate if noise_gate is None else noise_gate
+    if isinstance(noise_gate, bool) or not isinstance(noise_gate, (int, float)) or not 0 <= noise_gate < math.inf:
+        raise ConfigError(f"noise_gate must be a number of dB >= 0 (0: off), got {noise_gate!r}")
+    if noise_gate and run.info.modality != "audio":
+        raise ConfigError(f"noise_gate applies to audio runs; this run makes {run.info.modality} samples")
     if labels is None and s.labels and num == s.num:
         labels = s.labels
 
@@ -116,6 +124,8 @@ def generate(
                 "labels": None if y_all is None else y_all.tolist()}
     if info.modality == "audio":
         settings["dc_offset"] = dc_offset
+        if noise_gate:  # only when on: the folders of earlier samples keep their names
+            settings["noise_gate"] = noise_gate
     out_dir = Path(out) if out is not None else run.samples_dir / _folder_name(settings)
     rank, world = (d.rank, d.world) if d is not None else (0, 1)
     if rank == 0:
@@ -139,7 +149,7 @@ def generate(
             x = diffusion.sample(len(block), sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance,
                                  generator=generators)
         if info.modality == "audio":
-            x = apply_dc_offset(x, dc_offset)
+            x = apply_noise_gate(apply_dc_offset(x, dc_offset), noise_gate, info.sample_rate)
         for i, example in zip(block, x):
             _save_one(example, paths[i], info.modality, info.sample_rate)
         bar.update(len(block))

@@ -497,7 +497,8 @@ class Trainer:
                          y=None if y is None else y.to(self.device),
                          guidance_scale=s.guidance_scale, generator=generator, progress=self.progress)
         return save_samples(x, self.info.modality, self.run_dir.samples_dir, stem=f"step_{step:08d}",
-                            sample_rate=self.info.sample_rate, dc_offset=s.dc_offset)
+                            sample_rate=self.info.sample_rate, dc_offset=s.dc_offset,
+                            noise_gate_db=s.noise_gate)
 
     def run(self) -> Run:
         try:

@@ -20,6 +20,8 @@ def minimal(**extra):
         (minimal(sample={"sampler": "heun"}), "key 'sample.sampler': unknown sampler 'heun'"),
         (minimal(diffusion={"schedule": "sigmoid"}), "key 'diffusion.schedule': Input should be 'linear' or 'cosine'"),
         (minimal(sample={"dc_offset": "highpass"}), "key 'sample.dc_offset': Input should be 'remove' or 'keep'"),
+        (minimal(sample={"noise_gate": -1}), "key 'sample.noise_gate': Input should be greater than or equal to 0"),
+        (minimal(sample={"noise_gate": float("inf")}), "key 'sample.noise_gate': Input should be a finite number"),
         (minimal(diffusion={"schedule_shift": 0}), "key 'diffusion.schedule_shift': Input should be greater than 0"),
         (minimal(diffusion={"schedule_shift": float("nan")}), "key 'diffusion.schedule_shift': Input should be a finite"),
         ({"model": {"backbone": "unet2d"}}, "missing required key 'data'"),

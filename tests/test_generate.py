@@ -107,3 +107,86 @@ def test_removing_the_offset_shifts_a_clip_and_scales_it_only_past_full_scale():
     torch.testing.assert_close(out[1], shifted / shifted.abs().max())
     assert out[1].abs().max() == pytest.approx(1.0)
     assert torch.equal(apply_dc_offset(loud, "keep"), loud)
+
+
+# --- the noise gate (issue 16): the example's [sample] noise_gate, Run.sample, diffkit sample, the trainer --------
+
+def _gated(raw: np.ndarray, below_db: float, sample_rate: int = 4000) -> np.ndarray:
+    """What a gated WAV holds, computed here from the engine's clip: the offset removed, then the gate."""
+    from diffkit.data import noise_gate
+
+    return noise_gate(torch.from_numpy(_shifted(raw)), below_db, sample_rate).numpy()
+
+
+def test_run_sample_and_the_cli_gate_on_request(audio_run, tmp_path):
+    raw = _raw(audio_run, 0, 0)
+    # 3 dB: this barely trained model's clips are loud throughout, so only a shallow gate silences anything.
+    expected = _gated(raw, 3)
+    assert np.abs(expected - _shifted(raw)).max() > 0.1  # the gate changes this clip
+    paths = audio_run.sample(1, out=tmp_path / "api", noise_gate=3)
+    assert np.abs(_wav(paths[0]) - expected).max() <= PCM16
+    out = tmp_path / "cli"
+    assert main(["sample", str(audio_run.path), "-n", "1", "--out", str(out), "--no-progress", "--noise-gate", "3"]) == 0
+    assert np.abs(_wav(out / "000000.wav") - expected).max() <= PCM16
+    # 0 is off, and the default folder of ungated samples keeps its name.
+    ungated = audio_run.sample(1, noise_gate=0)
+    assert ungated[0].parent == audio_run.sample(1)[0].parent != audio_run.sample(1, noise_gate=3)[0].parent
+    assert np.abs(_wav(ungated[0]) - _shifted(raw)).max() <= PCM16
+
+
+@pytest.mark.parametrize("value, message", [("-3", "expected a number of dB >= 0"), ("nan", "expected a finite number"),
+                                            ("loud", "expected a number")])
+def test_the_cli_refuses_a_bad_gate_in_one_line(audio_run, tmp_path, capsys, value, message):
+    assert main(["sample", str(audio_run.path), "-n", "1", "--out", str(tmp_path / "x"), "--noise-gate", value]) == 2
+    err = capsys.readouterr().err
+    assert "--noise-gate" in err and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_gate_is_refused_with_input_and_from_python_when_bad(audio_run, tmp_path, capsys):
+    from diffkit.config import ConfigError
+
+    wav = audio_run.sample(1, out=tmp_path / "one")[0]
+    assert main(["sample", str(audio_run.path), "--input", str(wav), "--gap", "0.01:0.02", "--noise-gate", "40"]) == 2
+    assert "--noise-gate applies to clips sampled from scratch" in capsys.readouterr().err
+    for bad in (-1, float("nan"), True, "40"):
+        with pytest.raises(ConfigError, match="noise_gate must be a number of dB >= 0"):
+            audio_run.sample(1, out=tmp_path / "bad", noise_gate=bad)
+
+
+def test_a_run_configured_with_a_gate_writes_gated_clips_from_the_trainer_and_run_sample(tmp_path):
+    config = {
+        "run": {"dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
+        "data": {"dataset": "tones", "options": {"num_examples": 4, "sample_rate": 4000, "length": 256}, "batch_size": 2},
+        "model": {"backbone": "unet1d", "options": {"in_channels": 1, "channels": [8, 16], "num_res_blocks": 1,
+                                                    "attention_levels": []}},
+        "diffusion": {"timesteps": 50, "objective": "v"},
+        "train": {"steps": 1, "ema_start": 0},
+        "sample": {"num": 2, "sampler": "ddim", "steps": 3, "noise_gate": 3},
+    }
+    run = diffkit.train(config, progress=False)
+    raw = run.diffusion().sample(2, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0)).double()
+    for i in range(2):
+        expected = _gated(raw[i].numpy(), 3)
+        assert np.abs(expected - _shifted(raw[i].numpy())).max() > 0.1
+        assert np.abs(_wav(run.samples_dir / f"step_00000001_{i:04d}.wav") - expected).max() <= PCM16
+    first = run.sample(1)[0]
+    assert np.abs(_wav(first) - _gated(_raw_plain(run, 0), 3)).max() <= PCM16
+
+
+def _raw_plain(run, index: int) -> np.ndarray:
+    generator = torch.Generator().manual_seed(sample_seed(0, index))
+    return run.diffusion().sample(1, sampler="ddim", steps=3, generator=[generator])[0].double().numpy()
+
+
+def test_the_gate_is_refused_for_image_runs(tmp_path):
+    from diffkit.config import ConfigError
+
+    run = diffkit.train({"run": {"dir": str(tmp_path / "img"), "device": "cpu"},
+                         "data": {"dataset": "shapes", "options": {"num_examples": 4, "size": 8}, "batch_size": 2},
+                         "model": {"backbone": "unet2d", "options": {"in_channels": 3, "channels": [8, 16], "num_res_blocks": 1,
+                                                                     "attention_levels": []}},
+                         "diffusion": {"timesteps": 50}, "train": {"steps": 1}, "sample": {"num": 1, "steps": 2}},
+                        progress=False)
+    with pytest.raises(ConfigError, match="noise_gate applies to audio runs; this run makes image samples"):
+        run.sample(1, noise_gate=40)

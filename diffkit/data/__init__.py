@@ -17,7 +17,7 @@ import typing
 import numpy as np
 from torch.utils.data import Dataset
 
-from .audio import DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, remove_dc
+from .audio import DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, noise_gate, remove_dc
 from .demo import ShapesDataset, SolidsDataset, TonesDataset
 from .digits import DigitsDataset
 from .folder import DataError, DataWarning
@@ -137,6 +137,7 @@ __all__ = [
     "VolumeFolder",
     "apply_dc_offset",
     "create_dataset",
+    "noise_gate",
     "remove_dc",
     "save_image",
     "save_image_grid",

@@ -75,6 +75,43 @@ def apply_dc_offset(x: torch.Tensor, dc_offset: str = DEFAULT_DC_OFFSET) -> torc
     return x / peak.clamp_min(1.0)
 
 
+# A noise gate on generated clips: 0 leaves them as sampled. A network's error in a clip's pauses is a
+# hiss (-59 dBFS under spoken digits, where the real clips are digital silence); a gate silences the parts
+# quieter than the clip's loudest by more than this many dB, as a recording engineer's gate does. At 40 dB
+# it leaves real spoken digits as they are (benchmarks/results/speech_digits.md).
+DEFAULT_NOISE_GATE = 0.0
+GATE_HOP_SECONDS = 0.016  # frames of twice this, centred every hop; the gain ramps linearly between centres
+
+
+def noise_gate(x: torch.Tensor, below_db: float, sample_rate: int) -> torch.Tensor:
+    """Clips ``(…, C, L)`` with their frames more than ``below_db`` dB quieter than their loudest frame silenced.
+
+    A frame is 32 ms (all channels together), one centred every 16 ms; each frame's gain is 1 (kept) or 0
+    (silenced), ramping linearly from one centre to the next, so a kept stretch is exactly unchanged and an
+    edge fades over 16 ms instead of clicking. ``below_db = 0`` returns ``x`` itself.
+    """
+    if isinstance(below_db, bool) or not isinstance(below_db, (int, float)) or not below_db >= 0:
+        raise ValueError(f"noise_gate: below_db must be a number of dB >= 0 (0: off), got {below_db!r}")
+    if below_db == 0:
+        return x
+    if x.ndim < 2:
+        raise ValueError(f"noise_gate: clips must have shape (…, C, L), got {tuple(x.shape)}")
+    hop = max(1, round(sample_rate * GATE_HOP_SECONDS))
+    length = x.shape[-1]
+    clips = x.reshape(-1, *x.shape[-2:])
+    # Frame f covers samples [f·hop - hop, f·hop + hop): centred on f·hop, zeros beyond the clip's ends.
+    frames = F.pad(clips, (hop, hop)).unfold(-1, 2 * hop, hop)  # (N, C, frames, 2·hop)
+    power = frames.float().square().mean(dim=(1, 3))  # (N, frames)
+    level = 10 * torch.log10(power.clamp_min(1e-30))
+    keep = (level > level.amax(dim=-1, keepdim=True) - below_db).to(x.dtype)
+    keep = torch.cat([keep, keep[:, -1:]], dim=-1)  # the last centre's gain also beyond it
+    n = torch.arange(length, device=x.device)
+    frac = (n % hop).to(x.dtype) / hop
+    k0, k1 = keep[:, n // hop], keep[:, n // hop + 1]
+    gain = k0 + (k1 - k0) * frac  # (N, L); exactly 1 between two kept centres
+    return (clips * gain[:, None, :]).reshape(x.shape)
+
+
 class AudioFolder(FolderDataset):
     """Every ``.wav`` / ``.flac`` under ``root`` as random crops of ``length`` samples at ``sample_rate``.
 
