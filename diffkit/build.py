@@ -108,9 +108,12 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
                           f"{shape}: {exception_line(exc)}{hint}") from None
 
 
-def check_sample_config(diffusion: GaussianDiffusion, config: Config) -> None:
-    """The [sample] section against the model and its schedule, as the engine itself will check it."""
+def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str = "audio") -> None:
+    """The [sample] section against the model and its schedule, as the engine itself will check it, and
+    against the data's ``modality``."""
     s = config.sample
+    if s.noise_gate and modality != "audio":
+        raise ConfigError(f"sample.noise_gate: the gate applies to audio; this data is {modality} (set it to 0)")
     try:
         diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                                     guidance_scale=s.guidance_scale,

@@ -321,7 +321,7 @@ class Trainer:
         self.diffusion = build_diffusion(c, self.info.example_shape).to(self.device)
         # Everything that can be checked is checked before step 1: a mistake must not cost a run.
         check_backbone_fits(self.diffusion, self.info, c)
-        check_sample_config(self.diffusion, c)
+        check_sample_config(self.diffusion, c, self.info.modality)
         t = c.train
         if c.train.channels_last and len(self.info.example_shape) in (3, 4):
             fmt = torch.channels_last if len(self.info.example_shape) == 3 else torch.channels_last_3d

@@ -190,3 +190,16 @@ def test_the_gate_is_refused_for_image_runs(tmp_path):
                         progress=False)
     with pytest.raises(ConfigError, match="noise_gate applies to audio runs; this run makes image samples"):
         run.sample(1, noise_gate=40)
+
+
+def test_an_image_config_with_a_gate_is_refused_before_step_1(tmp_path):
+    from diffkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sample.noise_gate: the gate applies to audio; this data is image"):
+        diffkit.train({"run": {"dir": str(tmp_path / "img"), "device": "cpu"},
+                       "data": {"dataset": "shapes", "options": {"num_examples": 4, "size": 8}, "batch_size": 2},
+                       "model": {"backbone": "unet2d", "options": {"in_channels": 3, "channels": [8, 16],
+                                                                   "num_res_blocks": 1, "attention_levels": []}},
+                       "diffusion": {"timesteps": 50}, "train": {"steps": 1},
+                       "sample": {"num": 1, "steps": 2, "noise_gate": 40}}, progress=False)
+    assert not (tmp_path / "img" / "checkpoints").exists()
