@@ -108,7 +108,7 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
                           f"{shape}: {exception_line(exc)}{hint}") from None
 
 
-def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str = "audio") -> None:
+def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str) -> None:
     """The [sample] section against the model and its schedule, as the engine itself will check it, and
     against the data's ``modality``."""
     s = config.sample
