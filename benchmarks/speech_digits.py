@@ -255,33 +255,32 @@ def load_diffkit():
     return diffusion, facts
 
 
-def diffkit_sampler() -> str:
-    """The sampler the example's [sample] section names (what its users get), as diffkit reads the config."""
+def example_sample():
+    """The example's [sample] section (what its users get), as diffkit reads the config."""
     from diffkit.config import load_config
 
-    return load_config(CONFIG).sample.sampler
+    return load_config(CONFIG).sample
+
+
+def diffkit_sampler() -> str:
+    return example_sample().sampler
 
 
 def guidance() -> float:
     """The example's [sample] guidance_scale, used for both models."""
-    from diffkit.config import load_config
-
-    return load_config(CONFIG).sample.guidance_scale
+    return example_sample().guidance_scale
 
 
 def as_written(x: torch.Tensor) -> torch.Tensor:
     """Clips as `diffkit sample` writes them with the example's [sample]: DC offset, then the noise gate."""
-    from diffkit.config import load_config
-    from diffkit.data import apply_dc_offset, noise_gate
+    from diffkit.data import as_written as written
 
-    s = load_config(CONFIG).sample
-    return noise_gate(apply_dc_offset(x, s.dc_offset), s.noise_gate, SAMPLE_RATE)
+    s = example_sample()
+    return written(x, s.dc_offset, s.noise_gate, SAMPLE_RATE)
 
 
 def written_settings() -> str:
-    from diffkit.config import load_config
-
-    s = load_config(CONFIG).sample
+    s = example_sample()
     return f"dc_offset \"{s.dc_offset}\", noise_gate {s.noise_gate:g} dB"
 
 

@@ -23,8 +23,8 @@ from .build import sample_labels
 from .config import MAX_SEED, ConfigError
 from .data import (
     DC_OFFSETS,
-    apply_dc_offset,
-    noise_gate as apply_noise_gate,
+    as_written,
+    check_noise_gate,
     save_image,
     save_image_grid,
     save_spectrogram_png,
@@ -99,8 +99,10 @@ def generate(
     if dc_offset not in DC_OFFSETS:
         raise ConfigError(f"dc_offset must be one of {list(DC_OFFSETS)}, got {dc_offset!r}")
     noise_gate = s.noise_gate if noise_gate is None else noise_gate
-    if isinstance(noise_gate, bool) or not isinstance(noise_gate, (int, float)) or not 0 <= noise_gate < math.inf:
-        raise ConfigError(f"noise_gate must be a number of dB >= 0 (0: off), got {noise_gate!r}")
+    try:
+        check_noise_gate(noise_gate)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if noise_gate and run.info.modality != "audio":
         raise ConfigError(f"noise_gate applies to audio runs; this run makes {run.info.modality} samples")
     if labels is None and s.labels and num == s.num:
@@ -149,7 +151,7 @@ def generate(
             x = diffusion.sample(len(block), sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance,
                                  generator=generators)
         if info.modality == "audio":
-            x = apply_noise_gate(apply_dc_offset(x, dc_offset), noise_gate, info.sample_rate)
+            x = as_written(x, dc_offset, noise_gate, info.sample_rate)
         for i, example in zip(block, x):
             _save_one(example, paths[i], info.modality, info.sample_rate)
         bar.update(len(block))

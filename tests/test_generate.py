@@ -32,10 +32,11 @@ def audio_run(tmp_path_factory):
     return diffkit.train(config, progress=False)
 
 
-def _raw(run, index: int, label: int) -> np.ndarray:
-    """Sample ``index`` as the engine returns it (what `diffkit sample` draws for it)."""
+def _raw(run, index: int, label=None) -> np.ndarray:
+    """Sample ``index`` as the engine returns it (what `diffkit sample` draws for it); ``label``: conditional runs."""
     generator = torch.Generator().manual_seed(sample_seed(0, index))
-    x = run.diffusion().sample(1, sampler="ddim", steps=3, y=torch.tensor([label]), generator=[generator])
+    y = None if label is None else torch.tensor([label])
+    x = run.diffusion().sample(1, sampler="ddim", steps=3, y=y, generator=[generator])
     return x[0].double().numpy()
 
 
@@ -171,23 +172,21 @@ def test_a_run_configured_with_a_gate_writes_gated_clips_from_the_trainer_and_ru
         assert np.abs(expected - _shifted(raw[i].numpy())).max() > 0.1
         assert np.abs(_wav(run.samples_dir / f"step_00000001_{i:04d}.wav") - expected).max() <= PCM16
     first = run.sample(1)[0]
-    assert np.abs(_wav(first) - _gated(_raw_plain(run, 0), 3)).max() <= PCM16
+    assert np.abs(_wav(first) - _gated(_raw(run, 0), 3)).max() <= PCM16
 
 
-def _raw_plain(run, index: int) -> np.ndarray:
-    generator = torch.Generator().manual_seed(sample_seed(0, index))
-    return run.diffusion().sample(1, sampler="ddim", steps=3, generator=[generator])[0].double().numpy()
+def _image_config(folder, **sample) -> dict:
+    return {"run": {"dir": str(folder), "device": "cpu"},
+            "data": {"dataset": "shapes", "options": {"num_examples": 4, "size": 8}, "batch_size": 2},
+            "model": {"backbone": "unet2d", "options": {"in_channels": 3, "channels": [8, 16], "num_res_blocks": 1,
+                                                        "attention_levels": []}},
+            "diffusion": {"timesteps": 50}, "train": {"steps": 1}, "sample": {"num": 1, "steps": 2, **sample}}
 
 
 def test_the_gate_is_refused_for_image_runs(tmp_path):
     from diffkit.config import ConfigError
 
-    run = diffkit.train({"run": {"dir": str(tmp_path / "img"), "device": "cpu"},
-                         "data": {"dataset": "shapes", "options": {"num_examples": 4, "size": 8}, "batch_size": 2},
-                         "model": {"backbone": "unet2d", "options": {"in_channels": 3, "channels": [8, 16], "num_res_blocks": 1,
-                                                                     "attention_levels": []}},
-                         "diffusion": {"timesteps": 50}, "train": {"steps": 1}, "sample": {"num": 1, "steps": 2}},
-                        progress=False)
+    run = diffkit.train(_image_config(tmp_path / "img"), progress=False)
     with pytest.raises(ConfigError, match="noise_gate applies to audio runs; this run makes image samples"):
         run.sample(1, noise_gate=40)
 
@@ -196,10 +195,5 @@ def test_an_image_config_with_a_gate_is_refused_before_step_1(tmp_path):
     from diffkit.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"sample.noise_gate: the gate applies to audio; this data is image"):
-        diffkit.train({"run": {"dir": str(tmp_path / "img"), "device": "cpu"},
-                       "data": {"dataset": "shapes", "options": {"num_examples": 4, "size": 8}, "batch_size": 2},
-                       "model": {"backbone": "unet2d", "options": {"in_channels": 3, "channels": [8, 16],
-                                                                   "num_res_blocks": 1, "attention_levels": []}},
-                       "diffusion": {"timesteps": 50}, "train": {"steps": 1},
-                       "sample": {"num": 1, "steps": 2, "noise_gate": 40}}, progress=False)
+        diffkit.train(_image_config(tmp_path / "img", noise_gate=40), progress=False)
     assert not (tmp_path / "img" / "checkpoints").exists()

@@ -17,7 +17,8 @@ import typing
 import numpy as np
 from torch.utils.data import Dataset
 
-from .audio import DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, noise_gate, remove_dc
+from .audio import (DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, as_written, check_noise_gate, noise_gate,
+                    remove_dc)
 from .demo import ShapesDataset, SolidsDataset, TonesDataset
 from .digits import DigitsDataset
 from .folder import DataError, DataWarning
@@ -136,6 +137,8 @@ __all__ = [
     "TonesDataset",
     "VolumeFolder",
     "apply_dc_offset",
+    "as_written",
+    "check_noise_gate",
     "create_dataset",
     "noise_gate",
     "remove_dc",

@@ -83,6 +83,17 @@ DEFAULT_NOISE_GATE = 0.0
 GATE_HOP_SECONDS = 0.016  # frames of twice this, centred every hop; the gain ramps linearly between centres
 
 
+def check_noise_gate(below_db: object, name: str = "noise_gate") -> None:
+    """Refuse a gate depth that is not a finite number of dB >= 0, naming it ``name``."""
+    if isinstance(below_db, bool) or not isinstance(below_db, (int, float)) or not 0 <= below_db < math.inf:
+        raise ValueError(f"{name} must be a number of dB >= 0 (0: off), got {below_db!r}")
+
+
+def as_written(x: torch.Tensor, dc_offset: str, below_db: float, sample_rate: int) -> torch.Tensor:
+    """Generated clips ``(…, C, L)`` as they are written to WAV: :func:`apply_dc_offset`, then :func:`noise_gate`."""
+    return noise_gate(apply_dc_offset(x, dc_offset), below_db, sample_rate)
+
+
 def noise_gate(x: torch.Tensor, below_db: float, sample_rate: int) -> torch.Tensor:
     """Clips ``(…, C, L)`` with their frames more than ``below_db`` dB quieter than their loudest frame silenced.
 
@@ -90,8 +101,7 @@ def noise_gate(x: torch.Tensor, below_db: float, sample_rate: int) -> torch.Tens
     (silenced), ramping linearly from one centre to the next, so a kept stretch is exactly unchanged and an
     edge fades over 16 ms instead of clicking. ``below_db = 0`` returns ``x`` itself.
     """
-    if isinstance(below_db, bool) or not isinstance(below_db, (int, float)) or not below_db >= 0:
-        raise ValueError(f"noise_gate: below_db must be a number of dB >= 0 (0: off), got {below_db!r}")
+    check_noise_gate(below_db, "noise_gate: below_db")
     if below_db == 0:
         return x
     if x.ndim < 2:

@@ -14,7 +14,7 @@ import torchaudio
 from PIL import Image
 
 from ..files import atomic_path
-from .audio import DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE, apply_dc_offset, noise_gate
+from .audio import DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE, as_written
 
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
@@ -205,7 +205,7 @@ def save_samples(
     if modality == "audio":
         if sample_rate is None:
             raise ValueError("save_samples: audio needs 'sample_rate'")
-        x = noise_gate(apply_dc_offset(x, dc_offset), noise_gate_db, sample_rate)
+        x = as_written(x, dc_offset, noise_gate_db, sample_rate)
         paths = [save_wav(wave, directory / f"{stem}_{i:04d}.wav", sample_rate) for i, wave in enumerate(x)]
         return paths + [save_spectrogram_png(x, directory / f"{stem}_spectrogram.png", sample_rate)]
     paths = [save_volume(volume, directory / f"{stem}_{i:04d}.npy") for i, volume in enumerate(x)]
