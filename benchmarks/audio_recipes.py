@@ -42,6 +42,16 @@ CHANGES = {
     "adagn-lr2e-3": "the example at lr 2e-3 instead of 1e-3 (same 1400 steps)",
     "shift0.5": "the example with the log-SNR schedule shifted by +2 ln 2 (diffusion.schedule_shift = 0.5: less noisy)",
     "shift4": "the example with the log-SNR schedule shifted by -2 ln 4 (diffusion.schedule_shift = 4: noisier)",
+    "p2-adagn-attn234": "the example with attention at 32 positions too (attention_levels [2, 3, 4])",
+    "example-1024clips": "the example trained on 1,024 demo clips instead of 256 (export-demo tones --num 1024)",
+    "p2-adagn-f2444": "the example with the first downsampling by 2 instead of 4 (downsample_factors [2, 4, 4, 4]: "
+                      "2048/1024/256/64/16 positions, so the second level can hold a waveform up to 1 kHz)",
+    "p2-adagn-w32": "the example with 32 channels instead of 16 at the finest level (channels [32, 32, 64, 128, 256])",
+    "p2-adagn-w32-1150": "the example with 32 channels at the finest level, 1150 steps (about the example's CPU time)",
+    "p2-adagn-w48": "the example with 48 channels instead of 16 at the finest level (channels [48, 32, 64, 128, 256])",
+    "p2-adagn-sg0": "the example with a spectral gate after each residual block of the finest level (the features' "
+                    "whole-clip real FFT times a learned complex gain per frequency, computed from their log power "
+                    "spectra by two convolutions along frequency, added back; an experiment, not kept in the code)",
 }
 
 
@@ -99,6 +109,8 @@ def main() -> None:
     parser.add_argument("--judge-only", action="store_true", help="judge the existing run again")
     parser.add_argument("--base", default="audio_wav.toml", help="label of the example config the overrides apply to")
     parser.add_argument("--note", default="")
+    parser.add_argument("--clips", type=int, default=256,
+                        help="clips in the demo folder trained on (export-demo tones --num; 256 as the README)")
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--sampler", default="dpm-solver++")
@@ -112,9 +124,10 @@ def main() -> None:
     run = RUNS / args.name
     facts = run / "recipe.json"
     if not args.judge_only:
-        aq.export_tones()
+        data = aq.DATA if args.clips == 256 else aq.DATA.with_name(f"data-{args.clips}")
+        aq.export_tones(data, args.clips)
         raw = tomllib.loads(aq.EXAMPLE.read_text())
-        raw = apply_overrides(raw, [f"run.dir={run}", f"data.options.root={aq.DATA}", "run.device=cpu",
+        raw = apply_overrides(raw, [f"run.dir={run}", f"data.options.root={data}", "run.device=cpu",
                                     "train.checkpoint_every=0", "train.keep_checkpoints=1", "train.log_every=50"]
                               + args.overrides)
         import shutil
@@ -125,7 +138,8 @@ def main() -> None:
         t0 = time.process_time()
         diffkit.train(raw, progress=False)
         cpu = time.process_time() - t0
-        facts.write_text(json.dumps({"cpu_s": round(cpu, 1), "overrides": args.overrides}) + "\n")
+        overrides = args.overrides + ([f"export-demo tones --num {args.clips}"] if args.clips != 256 else [])
+        facts.write_text(json.dumps({"cpu_s": round(cpu, 1), "overrides": overrides}) + "\n")
     info = json.loads(facts.read_text())
     engine = {}
     for item in args.engine:
