@@ -87,7 +87,10 @@ def rewrite_md() -> None:
              "Overrides are relative to the example config as it stood when the row was made (column *base*). "
              "Judge: benchmarks/audio_quality.py's FFT rules on 16 clips per class (dpm-solver++, 20 calls, "
              "guidance 2 unless noted); real clips: 100% pitch, purity 1.00. CPU-min: training on one thread "
-             "(process time, with the 8 end-of-training samples).", ""]
+             "(process time, with the 8 end-of-training samples). The rows from `example-1400` \"trained again\" on were "
+             "trained two at a time on a 2-core Intel Xeon, where process time runs higher than on the AMD EPYC of the "
+             "earlier rows: the example itself took 10.2 CPU-minutes there against 8.2 (compare rows within one "
+             "machine).", ""]
     body = []
     for r in rows:
         j = r["judge"]
@@ -97,7 +100,7 @@ def rewrite_md() -> None:
                        r.get("note", "")])
     lines += table(["name", "base", "overrides", "weights", "CPU-min"] + aq.CLASSES
                    + ["pitch", "purity", "abs DC", "clipped", "note"], body)
-    lines += ["", f"Machine: {machine()}."]
+    lines += ["", f"Machine of the last row: {machine()}."]
     write_results("audio_recipes.md", lines)
 
 

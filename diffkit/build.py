@@ -108,16 +108,37 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
                           f"{shape}: {exception_line(exc)}{hint}") from None
 
 
+# The sampler that takes a churn (samplers.sample_dpmpp_sde).
+CHURN_SAMPLER = "dpm-solver++-sde"
+
+
+def churn_option(sampler: str, churn: Optional[float], given: bool) -> dict[str, float]:
+    """The sampler option for a churn: ``{"churn": churn}`` for dpm-solver++-sde, nothing when ``churn`` is None.
+    A churn the caller ``given`` for another sampler is an error; one from the run's [sample] is dropped,
+    as it was set for the section's own sampler (a later ``--sampler ddim`` does not fail on it)."""
+    if churn is None:
+        return {}
+    if sampler != CHURN_SAMPLER:
+        if given:
+            raise ConfigError(f"churn applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
+        return {}
+    return {"churn": float(churn)}
+
+
 def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str) -> None:
     """The [sample] section against the model and its schedule, as the engine itself will check it, and
     against the data's ``modality``."""
     s = config.sample
     if s.noise_gate and modality != "audio":
         raise ConfigError(f"sample.noise_gate: the gate applies to audio; this data is {modality} (set it to 0)")
+    if s.churn is not None and s.sampler != CHURN_SAMPLER:
+        raise ConfigError(f"sample.churn: applies to the {CHURN_SAMPLER} sampler; this section's sampler is "
+                          f"{s.sampler!r} (remove churn or set sampler = \"{CHURN_SAMPLER}\")")
     try:
         diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                                     guidance_scale=s.guidance_scale,
-                                    y=sample_labels(diffusion, s.num, s.labels))
+                                    y=sample_labels(diffusion, s.num, s.labels),
+                                    **churn_option(s.sampler, s.churn, given=True))
     except ValueError as exc:
         raise ConfigError(f"[sample]: {exc}") from None
 

@@ -63,6 +63,14 @@ def _noise_gate(text: str) -> float:
     return value
 
 
+def _churn(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = inpaint_io.finite_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: the ODE), got {text!r}")
+    return value
+
+
 def _labels(text: str) -> list[int]:
     parts = text.split(",")
     if not all(p.strip().lstrip("-").isdigit() for p in parts):
@@ -104,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", help="ddpm, ddim, dpm-solver++, dpm-solver++-sde or unipc")
     s.add_argument("--steps", type=_positive_int, help="network calls per sample")
     s.add_argument("--eta", type=inpaint_io.finite_number, help="DDIM stochasticity (0: deterministic)")
+    s.add_argument("--churn", type=_churn,
+                   help="dpm-solver++-sde: fresh noise per step, 0: the ODE (default: the run's [sample] churn, "
+                        "itself 1 by default)")
     s.add_argument("--labels", type=_labels, help="comma-separated class indices, one per sample (conditional models)")
     s.add_argument("--guidance", type=inpaint_io.finite_number, help="classifier-free guidance scale (1: none)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -225,6 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .build import churn_option
     from .config import ConfigError
     from .run import Run
 
@@ -252,6 +264,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
                 eta=args.eta if args.eta is not None else s.eta,
                 guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
+                options=churn_option(sampler, s.churn if args.churn is None else args.churn,
+                                     given=args.churn is not None),
                 out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}", data=run.config.data)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -259,7 +273,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset,
-        noise_gate=args.noise_gate)
+        noise_gate=args.noise_gate, churn=args.churn)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{len(paths) - 1} samples in {paths[0].parent}; summary picture {paths[-1]}")
     return 0

@@ -133,6 +133,8 @@ class SampleSection(_Section):
     steps: Optional[int] = Field(_engine_default(_SAMPLE, "steps"), ge=1)  # network calls; omit for all T
     eta: float = Field(_engine_default(_SAMPLE, "eta"), ge=0)
     guidance_scale: float = _engine_default(_SAMPLE, "guidance_scale")
+    # dpm-solver++-sde only: how much fresh noise each step adds (None: the sampler's default, 1; 0: the ODE).
+    churn: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
     labels: Optional[list[int]] = None  # one per sample, for a conditional model; default: cycle the classes
     use_ema: bool = True
     # Audio: "remove" each generated clip's mean before writing its WAV, or "keep" it (diffkit/data/audio.py).

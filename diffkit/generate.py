@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .build import sample_labels
+from .build import churn_option, sample_labels
 from .config import MAX_SEED, ConfigError
 from .data import (
     DC_OFFSETS,
@@ -71,6 +71,7 @@ def generate(
     progress: bool = False,
     dc_offset: Optional[str] = None,
     noise_gate: Optional[float] = None,
+    churn: Optional[float] = None,
 ) -> list[Path]:
     """Write samples ``000000`` … of a run as PNG / WAV / ``.npy`` files; returns their paths and the summary picture.
 
@@ -79,6 +80,8 @@ def generate(
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
     ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it.
     ``noise_gate`` (audio): silence the parts of each clip that many dB quieter than its loudest (0: off).
+    ``churn`` (``dpm-solver++-sde`` only): the fresh noise of each step; the run's [sample] churn applies
+    only when its sampler is the one used.
     """
     s = run.sample_defaults()
     num = (len(labels) if labels is not None else s.num) if num is None else num
@@ -94,6 +97,7 @@ def generate(
     steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta
     guidance = s.guidance_scale if guidance is None else guidance
+    options = churn_option(sampler, s.churn if churn is None else churn, given=churn is not None)
     use_ema = s.use_ema if ema is None else ema
     dc_offset = s.dc_offset if dc_offset is None else dc_offset
     if dc_offset not in DC_OFFSETS:
@@ -116,14 +120,15 @@ def generate(
     dev = diffusion.alphas_cumprod.device
     y_all = sample_labels(diffusion, num, labels)
     try:
-        diffusion.check_sample_args(num, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance, y=y_all)
+        diffusion.check_sample_args(num, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance, y=y_all,
+                                    **options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
     info = run.info
     settings = {"checkpoint": folder.name, "weights": "ema" if use_ema else "raw", "sampler": sampler,
                 "steps": steps, "eta": eta, "guidance": guidance, "seed": seed,
-                "labels": None if y_all is None else y_all.tolist()}
+                "labels": None if y_all is None else y_all.tolist(), **options}  # churn only when set: folders keep their names
     if info.modality == "audio":
         settings["dc_offset"] = dc_offset
         if noise_gate:  # only when on: the folders of earlier samples keep their names
@@ -149,7 +154,7 @@ def generate(
         y = None if y_all is None else y_all[block].to(dev)
         with torch.no_grad():
             x = diffusion.sample(len(block), sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance,
-                                 generator=generators)
+                                 generator=generators, **options)
         if info.modality == "audio":
             x = as_written(x, dc_offset, noise_gate, info.sample_rate)
         for i, example in zip(block, x):

@@ -78,10 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def inpaint_command(
     args: argparse.Namespace, diffusion: Any, info: Any, *, sampler: str, steps: Optional[int], eta: float,
-    guidance_scale: float, out: Path, stem: str, data: Any = None,
+    guidance_scale: float, out: Path, stem: str, data: Any = None, options: Optional[dict[str, Any]] = None,
 ) -> int:
     """Read ``args.input``, fill the region the options name, write the result into ``out`` and print the
-    paths written; returns the command's exit status."""
+    paths written; returns the command's exit status. ``options`` go to the sampler (e.g. its churn)."""
     import torch
 
     modality = info.modality
@@ -118,7 +118,7 @@ def inpaint_command(
             raise ConfigError(f"--guidance {args.guidance:g} needs --labels: without them a conditional run "
                               "fills in with its null label, which guidance has nothing to steer toward")
         guidance_scale = 1.0  # the run's [sample] guidance is for labelled samples; none were given
-    options = dict(sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
+    options = dict(options or {}, sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
                    generator=torch.Generator(device).manual_seed(args.seed), progress=not args.no_progress,
                    resample=args.resample, jump_length=args.jump_length, resample_below=args.resample_below,
                    reconstruction=args.reconstruction)

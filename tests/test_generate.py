@@ -197,3 +197,68 @@ def test_an_image_config_with_a_gate_is_refused_before_step_1(tmp_path):
     with pytest.raises(ConfigError, match=r"sample.noise_gate: the gate applies to audio; this data is image"):
         diffkit.train(_image_config(tmp_path / "img", noise_gate=40), progress=False)
     assert not (tmp_path / "img" / "checkpoints").exists()
+
+
+# --- the SDE sampler's churn: [sample] churn, Run.sample, diffkit sample, the trainer ------------------------------
+
+def _sde_config(folder, **sample) -> dict:
+    return {"run": {"dir": str(folder), "seed": 0, "device": "cpu"},
+            "data": {"dataset": "tones", "options": {"num_examples": 4, "sample_rate": 4000, "length": 256},
+                     "batch_size": 2},
+            "model": {"backbone": "unet1d", "options": {"in_channels": 1, "channels": [8, 16], "num_res_blocks": 1,
+                                                        "attention_levels": []}},
+            "diffusion": {"timesteps": 50, "objective": "v"}, "train": {"steps": 1, "ema_start": 0},
+            "sample": {"num": 2, "sampler": "dpm-solver++-sde", "steps": 4, "dc_offset": "keep", **sample}}
+
+
+def test_a_configured_churn_reaches_the_sampler_from_the_trainer_run_sample_and_the_cli(tmp_path):
+    run = diffkit.train(_sde_config(tmp_path / "run", churn=4.0), progress=False)
+    diffusion = run.diffusion()
+
+    def engine(churn, seeds):  # what the engine draws for these generators
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return diffusion.sample(len(seeds), sampler="dpm-solver++-sde", steps=4, churn=churn, generator=generators)
+
+    # The trainer's samples: one generator seeded with the run's seed, as the engine draws them.
+    trained = diffusion.sample(2, sampler="dpm-solver++-sde", steps=4, churn=4.0, generator=torch.Generator().manual_seed(0))
+    default = diffusion.sample(2, sampler="dpm-solver++-sde", steps=4, generator=torch.Generator().manual_seed(0))
+    assert (trained - default).abs().max() > 0.05  # the churn changes the clips
+    for i in range(2):
+        assert np.abs(_wav(run.samples_dir / f"step_00000001_{i:04d}.wav") - trained[i].double().numpy()).max() <= PCM16
+    configured = run.sample(2, out=tmp_path / "configured")
+    expected = engine(4.0, [sample_seed(0, 0), sample_seed(0, 1)])
+    for path, clip in zip(configured[:2], expected):
+        assert np.abs(_wav(path) - clip.double().numpy()).max() <= PCM16
+    # An explicit churn wins, from Python and from the CLI, and gets its own folder.
+    one = run.sample(1, churn=1.0)[0]
+    assert one.parent != configured[0].parent
+    assert np.abs(_wav(one) - engine(1.0, [sample_seed(0, 0)])[0].double().numpy()).max() <= PCM16
+    assert main(["sample", str(run.path), "-n", "1", "--churn", "0", "--out", str(tmp_path / "ode"), "--no-progress"]) == 0
+    ode = diffusion.sample(1, sampler="dpm-solver++", steps=4, generator=[torch.Generator().manual_seed(sample_seed(0, 0))])
+    assert np.abs(_wav(tmp_path / "ode" / "000000.wav") - ode[0].double().numpy()).max() <= 2 * PCM16
+
+
+def test_the_configured_churn_is_left_out_for_another_sampler_but_a_given_one_is_refused(tmp_path, capsys):
+    from diffkit.config import ConfigError
+
+    run = diffkit.train(_sde_config(tmp_path / "run", churn=4.0), progress=False)
+    ddim = run.sample(1, sampler="ddim", steps=3, out=tmp_path / "ddim")  # the [sample] churn was for its own sampler
+    raw = run.diffusion().sample(1, sampler="ddim", steps=3, generator=[torch.Generator().manual_seed(sample_seed(0, 0))])
+    assert np.abs(_wav(ddim[0]) - raw[0].double().numpy()).max() <= PCM16
+    with pytest.raises(ConfigError, match="churn applies to the dpm-solver\\+\\+-sde sampler, not 'ddim'"):
+        run.sample(1, sampler="ddim", steps=3, churn=2.0)
+    assert main(["sample", str(run.path), "-n", "1", "--sampler", "unipc", "--churn", "2"]) == 2
+    assert "churn applies to the dpm-solver++-sde sampler, not 'unipc'" in capsys.readouterr().err
+    assert main(["sample", str(run.path), "-n", "1", "--churn", "-1"]) == 2
+    assert "--churn: expected a number >= 0 (0: the ODE), got '-1'" in capsys.readouterr().err
+
+
+def test_a_config_with_a_churn_for_another_sampler_is_refused_before_step_1(tmp_path):
+    from diffkit.config import ConfigError
+
+    config = _sde_config(tmp_path / "run", churn=2.0)
+    config["sample"]["sampler"] = "ddim"
+    with pytest.raises(ConfigError, match=r"sample.churn: applies to the dpm-solver\+\+-sde sampler; this section's "
+                                          r"sampler is 'ddim'"):
+        diffkit.train(config, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -166,9 +166,10 @@ def test_dpm_solver_default_meets_the_few_call_targets(schedule, steps):
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_stochastic_dpm_solver_reproduces_the_data_at_20_calls(schedule):
     d = oracle_diffusion((64,), schedule=schedule, std=0.3)
-    for churn in (1.0, 0.5):
+    # churn 4 at 50 calls: the tones example's setting (at 20 calls it widens the data by 2.3-2.7%)
+    for churn, calls in ((1.0, 20), (0.5, 20), (4.0, 50)):
         generator = torch.Generator().manual_seed(0)
-        x = d.sample(1024, sampler="dpm-solver++-sde", steps=20, churn=churn, generator=generator)
+        x = d.sample(1024, sampler="dpm-solver++-sde", steps=calls, churn=churn, generator=generator)
         assert abs(float(x.std()) / 0.3 - 1) <= 0.025
         assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
 
