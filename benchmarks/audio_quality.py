@@ -195,21 +195,27 @@ def spectrogram_png(real: torch.Tensor, real_y: np.ndarray, fake: torch.Tensor, 
 
 @torch.no_grad()
 def generate(diffusion: GaussianDiffusion, labels: torch.Tensor, sampler: str, steps: Optional[int], guidance: float,
-             seed: int) -> torch.Tensor:
-    """Clips of the given classes (``CLASSES``' order; the model is asked for the folder's label of each)."""
+             seed: int, **options: Any) -> torch.Tensor:
+    """Clips of the given classes (``CLASSES``' order; the model is asked for the folder's label of each);
+    ``options`` go to the sampler (``churn``)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.cat([diffusion.sample(len(y), sampler=sampler, steps=steps, y=FOLDER_LABEL[y], guidance_scale=guidance,
-                                       generator=generator) for y in labels.split(128)])
+                                       generator=generator, **options) for y in labels.split(128)])
 
 
-# (row name, sampler, network calls, guidance, clips per class)
+# The example's [sample] before churn 4 (compared in the headline).
+PREVIOUS = "dpm-solver++-sde, 20 calls, guidance 2"
+# (row name, sampler, network calls, guidance, churn (None: the sampler's default), clips per class)
 SETTINGS = [
-    ("dpm-solver++, 20 calls, guidance 1 (none)", "dpm-solver++", 20, 1.0, PER_CLASS),
-    ("dpm-solver++, 20 calls, guidance 2", "dpm-solver++", 20, 2.0, PER_CLASS),
-    ("dpm-solver++-sde, 20 calls, guidance 1 (none)", "dpm-solver++-sde", 20, 1.0, PER_CLASS),
-    ("dpm-solver++-sde, 20 calls, guidance 2", "dpm-solver++-sde", 20, 2.0, PER_CLASS),
-    ("dpm-solver++-sde, 20 calls, guidance 3", "dpm-solver++-sde", 20, 3.0, PER_CLASS),
-    ("ddim, 50 calls, guidance 2", "ddim", 50, 2.0, PER_CLASS // 2),
+    ("dpm-solver++, 20 calls, guidance 1 (none)", "dpm-solver++", 20, 1.0, None, PER_CLASS),
+    ("dpm-solver++, 20 calls, guidance 2", "dpm-solver++", 20, 2.0, None, PER_CLASS),
+    ("dpm-solver++-sde, 20 calls, guidance 1 (none)", "dpm-solver++-sde", 20, 1.0, None, PER_CLASS),
+    ("dpm-solver++-sde, 20 calls, guidance 2", "dpm-solver++-sde", 20, 2.0, None, PER_CLASS),
+    ("dpm-solver++-sde, 20 calls, guidance 3", "dpm-solver++-sde", 20, 3.0, None, PER_CLASS),
+    ("dpm-solver++-sde, 20 calls, churn 4, guidance 2", "dpm-solver++-sde", 20, 2.0, 4.0, PER_CLASS),
+    ("dpm-solver++-sde, 50 calls, churn 2, guidance 2", "dpm-solver++-sde", 50, 2.0, 2.0, PER_CLASS),
+    ("dpm-solver++-sde, 50 calls, churn 4, guidance 2", "dpm-solver++-sde", 50, 2.0, 4.0, PER_CLASS),
+    ("ddim, 50 calls, guidance 2", "ddim", 50, 2.0, None, PER_CLASS // 2),
 ]
 
 
@@ -257,10 +263,11 @@ def main() -> None:
     real = judge(real_x, real_y)
 
     runs: dict[str, dict[str, Any]] = {}
-    for name, sampler, steps, w, per_class_n in SETTINGS:
+    for name, sampler, steps, w, churn, per_class_n in SETTINGS:
         t0 = time.perf_counter()
         y = torch.arange(len(CLASSES)).repeat_interleave(per_class_n)
-        runs[name] = {**judge(generate(diffusion, y, sampler, steps, w, SEED), y.numpy()), "steps": steps,
+        options = {} if churn is None else {"churn": churn}
+        runs[name] = {**judge(generate(diffusion, y, sampler, steps, w, SEED, **options), y.numpy()), "steps": steps,
                       "seconds": time.perf_counter() - t0}
         r = runs[name]
         print(f"  {name}: {r['all']:.1%} match, track purity {np.median(r['purity']):.2f} "
@@ -268,8 +275,8 @@ def main() -> None:
 
     # The headline: the example's own [sample] setting (what its users get), else the best of the 20-call ones.
     sample = example_sample()
-    own = [name for name, sampler, steps, w, _ in SETTINGS
-           if (sampler, steps, w) == (sample.sampler, sample.steps, float(sample.guidance_scale))]
+    own = [name for name, sampler, steps, w, churn, _ in SETTINGS
+           if (sampler, steps, w, churn) == (sample.sampler, sample.steps, float(sample.guidance_scale), sample.churn)]
     best_name = own[0] if own else max((n for n in runs if runs[n]["steps"] == 20), key=lambda n: runs[n]["all"])
     best = runs[best_name]
     spectrogram_png(real_x, real_y, best["x"], best["y"], RESULTS / "audio_spectrograms.png")
@@ -285,6 +292,13 @@ def main() -> None:
     noise = 0.45 * torch.randn(len(best["y"]), 1, LENGTH, generator=torch.Generator().manual_seed(0))
     noise_per_class, noise_all = match_rates(fft_classes(noise)["pred"], best["y"])
     purity_ratio = np.median(best["purity"]) / np.median(real["purity"])
+
+    def level(r: dict[str, Any]) -> float:
+        return float(np.median(r["rms"]) / np.median(real["rms"]))
+
+    def too_quiet(r: dict[str, Any]) -> float:
+        return float((r["rms"] < real["rms"].min()).mean())
+
     cpu_min = facts["train_cpu_seconds"] / 60
     example = tomllib.loads(EXAMPLE.read_text())
 
@@ -299,7 +313,13 @@ def main() -> None:
         f"Median track purity {np.median(best['purity']):.2f} against {np.median(real['purity']):.2f} for real "
         f"clips (**{purity_ratio:.2f}×**); median |DC offset| as sampled {np.median(np.abs(best['dc'])):.4f} "
         f"(real {np.median(np.abs(real['dc'])):.4f}; the WAVs diffkit writes have it removed, audio_dc.md); clipped samples {best['clipped'].mean():.3%} (real "
-        f"{real['clipped'].mean():.3%}). Targets: pitch ≥ 98% and purity ≥ 0.95× real in ≤ 10 CPU-minutes.",
+        f"{real['clipped'].mean():.3%}). Targets: pitch ≥ 98% and purity ≥ 0.95× real in ≤ 10 CPU-minutes. "
+        f"**Missed: loudness.** The clips are quieter than real ones: median RMS {level(best):.2f}× real's, "
+        f"{too_quiet(best):.0%} of them under the quietest real clip"
+        + ("" if PREVIOUS not in runs or PREVIOUS == best_name else
+           f" (with the example's previous setting, {PREVIOUS}: {level(runs[PREVIOUS]):.2f}× and "
+           f"{too_quiet(runs[PREVIOUS]):.0%}, at purity {np.median(runs[PREVIOUS]['purity']):.2f}: the churn trades "
+           "level for a steady pitch)") + ".",
         "",
         "## Setup",
         "",
@@ -320,7 +340,7 @@ def main() -> None:
         f"lies in its class's band (±{TOLERANCE:.0%}) and the frequency is steady (last / first quarter within "
         f"×{SWEEP_RATIO} either way); a chirp matches when the last quarter's dominant frequency is ≥ ×{SWEEP_RATIO} "
         f"(rising) or ≤ ÷{SWEEP_RATIO} (falling) the first quarter's, both inside 220-1320 Hz.",
-        f"- {PER_CLASS} clips per class per setting ({PER_CLASS // 2} for the 50-call row), the same noise for every "
+        f"- {PER_CLASS} clips per class per setting ({PER_CLASS // 2} for the ddim row), the same noise for every "
         "setting.",
         "- *Track purity*: per 64 ms frame, the share of the power within ±3 FFT bins (±47 Hz) of the frame's "
         "strongest bin, averaged over frames; about 1 for every real clip, lower with a broadband noise floor or "
@@ -336,13 +356,17 @@ def main() -> None:
     def row(name: str, r: dict[str, Any], bold: bool = False) -> list[str]:
         total = f"**{r['all']:.1%}**" if bold else f"{r['all']:.1%}"
         return ([name] + [f"{v:.0%}" for v in r["per_class"]]
-                + [total, f"{np.median(r['purity']):.2f}", f"{np.median(np.abs(r['dc'])):.4f}", f"{r['clipped'].mean():.3%}"])
+                + [total, f"{np.median(r['purity']):.2f}", f"{level(r):.2f}", f"{too_quiet(r):.0%}",
+                   f"{np.median(np.abs(r['dc'])):.4f}", f"{r['clipped'].mean():.3%}"])
 
     rows = [row(f"real clips (n={len(real_y)})", real)]
-    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}", "–", "–", "–"])
+    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}"] + ["–"] * 5)
     for name, r in runs.items():
         rows.append(row(f"generated, {name} (n={len(r['y'])})", r, name == best_name))
-    lines += table(["clips"] + CLASSES + ["all", "median track purity", "median abs DC", "clipped"], rows)
+    lines += table(["clips"] + CLASSES + ["all", "median track purity", "median RMS / real", "quieter than every real clip",
+                                          "median abs DC", "clipped"], rows)
+    lines += ["", f"*Median RMS / real*: the clips' median RMS over the real clips' ({np.median(real['rms']):.2f}); "
+              f"*quieter than every real clip*: the share under the quietest real clip's RMS ({real['rms'].min():.2f})."]
 
     lines += ["", f"The example's own setting ({best_name}) is in bold.", "", f"## Closer look ({best_name})", ""]
     detail = []
@@ -366,7 +390,7 @@ def main() -> None:
         "",
         "![mel spectrograms of generated clips](audio_spectrograms.png)",
         "",
-        f"Sampling {len(best['y'])} clips at 20 calls took {best['seconds']:.0f} s. "
+        f"Sampling {len(best['y'])} clips at {best['steps']} calls took {best['seconds']:.0f} s. "
         f"Script runtime: {elapsed(started)} ({'training included' if trained else 'model cached'}).",
     ]
     import audio_recipes

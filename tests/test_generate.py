@@ -236,6 +236,17 @@ def test_a_configured_churn_reaches_the_sampler_from_the_trainer_run_sample_and_
     assert main(["sample", str(run.path), "-n", "1", "--churn", "0", "--out", str(tmp_path / "ode"), "--no-progress"]) == 0
     ode = diffusion.sample(1, sampler="dpm-solver++", steps=4, generator=[torch.Generator().manual_seed(sample_seed(0, 0))])
     assert np.abs(_wav(tmp_path / "ode" / "000000.wav") - ode[0].double().numpy()).max() <= 2 * PCM16
+    # Inpainting takes it too: the same gap filled with churn 0 and 4 differs only inside the gap.
+    fills = []
+    for churn in ("0", "4"):
+        assert main(["sample", str(run.path), "--input", str(configured[0]), "--gap", "0.01:0.02", "--steps", "4",
+                     "--resample", "1", "--churn", churn, "--out", str(tmp_path / f"fill{churn}"), "--no-progress"]) == 0
+        (made,) = sorted((tmp_path / f"fill{churn}").glob("*.wav"))
+        fills.append(_wav(made))
+    gap = np.zeros(256, bool)
+    gap[40:80] = True
+    assert np.abs(fills[0] - fills[1])[:, gap].max() > 1e-3
+    assert np.abs(fills[0] - fills[1])[:, ~gap].max() <= PCM16
 
 
 def test_the_configured_churn_is_left_out_for_another_sampler_but_a_given_one_is_refused(tmp_path, capsys):
