@@ -138,7 +138,7 @@ def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: 
         diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                                     guidance_scale=s.guidance_scale,
                                     y=sample_labels(diffusion, s.num, s.labels),
-                                    **churn_option(s.sampler, s.churn, given=True))
+                                    **churn_option(s.sampler, s.churn, given=False))
     except ValueError as exc:
         raise ConfigError(f"[sample]: {exc}") from None
 

@@ -126,9 +126,10 @@ def generate(
         raise ConfigError(str(exc)) from None
 
     info = run.info
+    # The churn only when set: the folders of earlier samples keep their names.
     settings = {"checkpoint": folder.name, "weights": "ema" if use_ema else "raw", "sampler": sampler,
                 "steps": steps, "eta": eta, "guidance": guidance, "seed": seed,
-                "labels": None if y_all is None else y_all.tolist(), **options}  # churn only when set: folders keep their names
+                "labels": None if y_all is None else y_all.tolist(), **options}
     if info.modality == "audio":
         settings["dc_offset"] = dc_offset
         if noise_gate:  # only when on: the folders of earlier samples keep their names
