@@ -112,17 +112,15 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
 CHURN_SAMPLER = "dpm-solver++-sde"
 
 
-def churn_option(sampler: str, churn: Optional[float], given: bool) -> dict[str, float]:
-    """The sampler option for a churn: ``{"churn": churn}`` for dpm-solver++-sde, nothing when ``churn`` is None.
-    A churn the caller ``given`` for another sampler is an error; one from the run's [sample] is dropped,
-    as it was set for the section's own sampler (a later ``--sampler ddim`` does not fail on it)."""
-    if churn is None:
-        return {}
-    if sampler != CHURN_SAMPLER:
-        if given:
-            raise ConfigError(f"churn applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
-        return {}
-    return {"churn": float(churn)}
+def churn_option(sampler: str, given: Optional[float], configured: Optional[float]) -> dict[str, float]:
+    """The sampler option for a churn, ``{"churn": …}`` or nothing: the one ``given`` by the caller, else the
+    run's [sample] one (``configured``). A given churn for another sampler than dpm-solver++-sde is an error;
+    a configured one is then dropped, as it was set for the section's own sampler (a later ``--sampler ddim``
+    does not fail on it)."""
+    if given is not None and sampler != CHURN_SAMPLER:
+        raise ConfigError(f"churn applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
+    churn = configured if given is None else given
+    return {} if churn is None or sampler != CHURN_SAMPLER else {"churn": float(churn)}
 
 
 def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str) -> None:
@@ -138,7 +136,7 @@ def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: 
         diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                                     guidance_scale=s.guidance_scale,
                                     y=sample_labels(diffusion, s.num, s.labels),
-                                    **churn_option(s.sampler, s.churn, given=False))
+                                    **churn_option(s.sampler, None, s.churn))
     except ValueError as exc:
         raise ConfigError(f"[sample]: {exc}") from None
 

@@ -55,20 +55,20 @@ _positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer
 _seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
 
 
-def _noise_gate(text: str) -> float:
-    """argparse type: decibels >= 0, finite (0: no gate)."""
-    value = inpaint_io.finite_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of dB >= 0 (0: off), got {text!r}")
-    return value
+def _at_least_zero(expected: str):
+    """argparse type: a finite number >= 0; a negative one is refused as not ``expected``."""
+
+    def parse(text: str) -> float:
+        value = inpaint_io.finite_number(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _churn(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = inpaint_io.finite_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: the ODE), got {text!r}")
-    return value
+_noise_gate = _at_least_zero("a number of dB >= 0 (0: off)")  # decibels under the loudest frame
+_churn = _at_least_zero("a number >= 0 (0: the ODE)")  # the SDE sampler's fresh noise per step
 
 
 def _labels(text: str) -> list[int]:
@@ -264,8 +264,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
                 eta=args.eta if args.eta is not None else s.eta,
                 guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
-                options=churn_option(sampler, s.churn if args.churn is None else args.churn,
-                                     given=args.churn is not None),
+                options=churn_option(sampler, args.churn, s.churn),
                 out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}", data=run.config.data)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -97,7 +97,7 @@ def generate(
     steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta
     guidance = s.guidance_scale if guidance is None else guidance
-    options = churn_option(sampler, s.churn if churn is None else churn, given=churn is not None)
+    options = churn_option(sampler, churn, s.churn)
     use_ema = s.use_ema if ema is None else ema
     dc_offset = s.dc_offset if dc_offset is None else dc_offset
     if dc_offset not in DC_OFFSETS:

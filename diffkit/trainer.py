@@ -496,7 +496,7 @@ class Trainer:
         x = model.sample(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                          y=None if y is None else y.to(self.device),
                          guidance_scale=s.guidance_scale, generator=generator, progress=self.progress,
-                         **churn_option(s.sampler, s.churn, given=True))
+                         **churn_option(s.sampler, None, s.churn))
         return save_samples(x, self.info.modality, self.run_dir.samples_dir, stem=f"step_{step:08d}",
                             sample_rate=self.info.sample_rate, dc_offset=s.dc_offset,
                             noise_gate_db=s.noise_gate)
