@@ -57,7 +57,7 @@ class DataSection(_Section):
     dataset: str  # a name from diffkit.data.DATASETS, e.g. "shapes", "image_folder", "audio_folder"
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the dataset
     batch_size: int = Field(32, ge=1)  # per process
-    num_workers: int = Field(0, ge=0, le=MAX_WORKERS)  # DataLoader workers; 0 keeps resume bit-exact
+    num_workers: int = Field(0, ge=0, le=MAX_WORKERS)  # DataLoader workers; the run is the same for any number
 
 
 class ConditionerSection(_Section):

@@ -26,15 +26,15 @@ from .build import (build_dataset, build_diffusion, check_backbone_fits, check_s
                     exception_line, sample_labels)
 from .config import Config, ConfigError, Overrides, apply_overrides, load_config, validate
 from .data import DataError, save_samples
-from .data.folder import FolderDataset
 from .distributed import Dist, init_distributed, pick_device
 from .ema import EMA
 from .metrics import MetricsLog
 from .run import Run, RunError, RunInfo, load_weights_from
 
 # Keys that may change between a run and its --resume without breaking exact continuation.
-# run.dir is where the run lies now: it may be spelled another way, or the run may have moved.
-RESUMABLE_CHANGES = ("run.dir", "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+# run.dir is where the run lies now: it may be spelled another way, or the run may have moved. The loader's
+# workers change nothing: each example is loaded under its own seed (SeededExamples).
+RESUMABLE_CHANGES = ("run.dir", "data.num_workers", "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "sample.")
 # With train.on_nonfinite = "skip", this many skipped batches in a row end the run: nothing is being learned.
 MAX_CONSECUTIVE_SKIPS = 20
@@ -96,8 +96,41 @@ def seed_everything(seed: int) -> None:
 # --- data ----------------------------------------------------------------------------------------
 
 
+def example_seed(seed: int, epoch: int, index: int) -> int:
+    """The random state example ``index`` is loaded with in ``epoch`` of a run seeded ``seed`` (a 63-bit mix)."""
+    mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) % 2**64
+    return (mixed ^ (mixed >> 31)) % 2**63
+
+
+class SeededExamples(torch.utils.data.Dataset):
+    """``dataset[i]`` loaded under a random state of its own, :func:`example_seed` (torch's CPU generator,
+    NumPy's and Python's, put back afterwards): the random crops and flips an example gets depend on the run's
+    seed, the epoch and the example alone, not on which process loads it or what it loaded before. So
+    ``data.num_workers`` changes nothing, and a resume mid-epoch loads what the run would have loaded."""
+
+    def __init__(self, dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = example_seed(self.seed, self.epoch, index)
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        torch.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed would reseed CUDA too
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+
+
 def batches(dataset, config: Config, d: Dist, start: Position) -> Iterator[tuple[Position, Any]]:
-    """Endless batches; each epoch's order comes from its own seeded generator so a resume can skip to it."""
+    """Endless batches; each epoch's order comes from its own seeded generator so a resume can skip to it, and
+    each example is loaded under its own seed (:class:`SeededExamples`)."""
     bs = config.data.batch_size
     epoch, skip = start.epoch, start.batch
     while True:
@@ -108,7 +141,8 @@ def batches(dataset, config: Config, d: Dist, start: Position) -> Iterator[tuple
             raise ConfigError(f"data.batch_size: the dataset has {len(dataset)} examples, fewer than "
                               f"batch_size={bs} × {d.world} process(es)")
         # The loader's own generator: creating it mid-epoch on resume must not draw from the global RNG.
-        loader = DataLoader(dataset, batch_sampler=groups[skip:], num_workers=config.data.num_workers,
+        loader = DataLoader(SeededExamples(dataset, config.run.seed, epoch), batch_sampler=groups[skip:],
+                            num_workers=config.data.num_workers,
                             collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
                             generator=torch.Generator().manual_seed(config.run.seed + epoch))
         for i, batch in enumerate(loader, start=skip + 1):
@@ -352,7 +386,7 @@ class Trainer:
                 dropped = self.metrics.truncate_after(step)
                 note = f" (dropped {dropped} metrics row(s) logged after it)" if dropped else ""
                 tqdm.write(f"resuming {self.run_dir.path} from {folder.name}{note}")
-                for warning in self._inexact_resume(saved, step, position):
+                for warning in self._inexact_resume(saved, step):
                     tqdm.write(f"{self.run_dir.path}: note: {warning}")
                 if saved != c:  # train.steps, intervals or [sample] changed: what later calls read
                     self.run_dir.write_config(c)
@@ -366,7 +400,7 @@ class Trainer:
                 self.metrics.start()
         return step, position
 
-    def _inexact_resume(self, saved: Config, step: int, position: Position) -> list[str]:
+    def _inexact_resume(self, saved: Config, step: int) -> list[str]:
         """What makes this resume differ from one run trained straight to train.steps (said, not refused)."""
         t, notes = self.config.train, []
         if t.lr_decay == "cosine" and saved.train.steps != t.steps and step > t.warmup_steps:
@@ -374,10 +408,6 @@ class Trainer:
             notes.append(f"lr_decay = \"cosine\" now decays to 0 at step {t.steps}, not {saved.train.steps}: the learning "
                          f"rate goes from {old:.3g} to {self._lr(step):.3g} at step {step + 1}, so this run will differ "
                          f"from one trained straight to {t.steps} steps")
-        augments = isinstance(self.dataset, FolderDataset) and type(self.dataset).augment is not FolderDataset.augment
-        if self.config.data.num_workers > 0 and position.batch > 0 and augments:
-            notes.append(f"data.num_workers = {self.config.data.num_workers}: the workers' random crops and flips "
-                         "restart mid-epoch, so this resume is not bit-exact (data.num_workers = 0 makes it so)")
         return notes
 
     def _check_free_space(self) -> None:

@@ -116,10 +116,59 @@ def _torchrun(config_file, cwd, *extra):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def flipped_pngs(tmp_path, num):
+    """The [data] and [model] sections of a tiny run on ``num`` exported PNGs, read with random left-right flips."""
+    from diffkit.cli import main
+
+    folder = tmp_path / "pngs"
+    assert main(["export-demo", "shapes", str(folder), "--num", str(num)]) == 0
+    return {"data": {"dataset": "image_folder", "batch_size": 4,
+                     "options": {"root": str(folder), "size": 8, "channels": 3, "flip": True}},
+            "model": {"options": {"in_channels": 3, "channels": [8, 16], "num_res_blocks": 1, "attention_levels": []}}}
+
+
+def test_the_workers_change_nothing_and_a_resume_mid_epoch_with_workers_is_bit_exact(tiny, tmp_path):
+    """Each example is loaded under its own seed (run seed, epoch, index), whichever process loads it: the random
+    flips of 0 and 2 workers are the same, and so is a resume mid-epoch with another number of workers."""
+    setup = flipped_pngs(tmp_path, 12)  # 3 batches an epoch: step 4 is the first batch of the second epoch
+    straight = train(tiny(run={"dir": str(tmp_path / "straight")}, train={"steps": 8}, **setup))
+    setup["data"]["num_workers"] = 2
+    half = tiny(run={"dir": str(tmp_path / "halves")}, train={"steps": 4}, **setup)
+    train(half)
+    half["train"]["steps"], half["data"]["num_workers"] = 8, 1  # num_workers may change on resume
+    resumed = train(half, resume=True)
+    for name in ("model", "ema"):
+        a, b = weights(straight, 8, name), weights(resumed, 8, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} weights differ after a resume with workers"
+    setup["data"]["num_workers"] = 0  # the flips matter: without them the run trains otherwise
+    setup["data"]["options"]["flip"] = False
+    unflipped = weights(train(tiny(run={"dir": str(tmp_path / "no-flips")}, train={"steps": 8}, **setup)), 8)
+    a = weights(straight, 8)
+    assert not all(torch.equal(a[k], unflipped[k]) for k in a)
+
+
+def test_each_example_is_loaded_under_its_own_seed_and_the_callers_random_state_is_left_alone(tmp_path):
+    from diffkit.data import create_dataset
+    from diffkit.trainer import SeededExamples
+
+    flipped = create_dataset("image_folder", **flipped_pngs(tmp_path, 4)["data"]["options"])
+    before = torch.get_rng_state()
+    epochs = [SeededExamples(flipped, 0, epoch) for epoch in range(12)]
+    first = [e[0][0] for e in epochs]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(a, b) for a, b in zip(first, [e[0][0] for e in epochs]))  # the same example, again
+    mirrored = [torch.equal(x, first[0].flip(-1)) for x in first]
+    assert any(mirrored) and not all(mirrored)  # the flip is drawn per epoch, 1/2 each: 2^-11 to fail by chance
+    assert all(torch.equal(x, first[0]) or m for x, m in zip(first, mirrored))
+
+
 def test_torchrun_trains_with_ddp_and_resumes_bit_exact(tiny, tmp_path):
-    """Two processes (gloo DDP), N steps in one go against N/2 + --resume + N/2: every rank's random state is saved."""
-    straight = tiny(run={"dir": str(tmp_path / "straight")}, train={"steps": 6})
-    halves = tiny(run={"dir": str(tmp_path / "halves")}, train={"steps": 3})
+    """Two processes (gloo DDP), N steps in one go against N/2 + --resume + N/2: every rank's random state is saved;
+    the resume lands mid-epoch and its loader workers flip the images as one process without workers does."""
+    setup = flipped_pngs(tmp_path, 20)  # 10 examples a process: 2 batches an epoch
+    straight = tiny(run={"dir": str(tmp_path / "straight")}, train={"steps": 6}, **setup)
+    setup["data"]["num_workers"] = 1
+    halves = tiny(run={"dir": str(tmp_path / "halves")}, train={"steps": 3}, **setup)
     (tmp_path / "straight.toml").write_text(tomli_w.dumps(straight))
     (tmp_path / "halves.toml").write_text(tomli_w.dumps(halves))
     _torchrun(tmp_path / "straight.toml", tmp_path)
