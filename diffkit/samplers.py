@@ -380,6 +380,7 @@ def sample_dpmpp_sde(
     progress: bool = False,
     step_hook: Optional[StepHook] = None,
     churn: float = 1.0,
+    churn_stop: int = 0,
 ) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) of Lu et al. 2022 (arXiv 2211.01095), with a tunable amount of fresh noise.
 
@@ -388,9 +389,16 @@ def sample_dpmpp_sde(
     D the 2M extrapolation of x̂0. η = 1 is the SDE (fresh noise replaces part of what each step
     denoises, so the errors of earlier steps are partly forgotten), η = 0 is DPM-Solver++(2M), between
     the two a partial churn. The last step lands on σ = 0 at x̂0.
+
+    The steps that land below ``churn_stop`` (t' < churn_stop) take η = 0, as Karras et al. 2022 churn only
+    above their S_tmin: each churned step takes a share 1 - e^{-(1+η)h} of its x̂0, so a network that keeps
+    slightly less than all of a clean signal at low noise shrinks it step after step (the tones demo's high
+    tones lose half their level at churn 4; benchmarks/results/audio_level.md). 0, the default, churns to the end.
     """
     if not churn >= 0 or not math.isfinite(churn):  # nan fails both comparisons
         raise ValueError(f"dpm-solver++-sde churn must be a finite number >= 0, got {churn}")
+    if not isinstance(churn_stop, numbers.Integral) or isinstance(churn_stop, bool) or churn_stop < 0:
+        raise ValueError(f"dpm-solver++-sde churn_stop must be a timestep (an integer >= 0), got {churn_stop!r}")
     x0_prev, h_prev = None, None
     for t, a_t, t_next, a_next in _transitions(alphas_cumprod, timesteps, "dpm-solver++-sde", progress):
         _, x0 = denoise(x, _batch_t(t, x))
@@ -398,12 +406,12 @@ def sample_dpmpp_sde(
             return x0 if step_hook is None else step_hook(x0, t_next)
         h = _lam(a_next) - _lam(a_t)
         d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2.0 * h_prev))
-        sigma_next = math.sqrt(1.0 - a_next)
-        x = (sigma_next / math.sqrt(1.0 - a_t) * math.exp(-churn * h)) * x + (
-            math.sqrt(a_next) * -math.expm1(-(1.0 + churn) * h)
+        sigma_next, eta = math.sqrt(1.0 - a_next), churn if t_next >= churn_stop else 0.0
+        x = (sigma_next / math.sqrt(1.0 - a_t) * math.exp(-eta * h)) * x + (
+            math.sqrt(a_next) * -math.expm1(-(1.0 + eta) * h)
         ) * d
-        if churn > 0:
-            x = x + (sigma_next * math.sqrt(-math.expm1(-2.0 * churn * h))) * _noise_like(x, generator)
+        if eta > 0:
+            x = x + (sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * _noise_like(x, generator)
         if step_hook is not None:
             x = step_hook(x, t_next)
         x0_prev, h_prev = x0, h

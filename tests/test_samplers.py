@@ -167,11 +167,33 @@ def test_dpm_solver_default_meets_the_few_call_targets(schedule, steps):
 def test_stochastic_dpm_solver_reproduces_the_data_at_20_calls(schedule):
     d = oracle_diffusion((64,), schedule=schedule, std=0.3)
     # churn 4 at 50 calls: the tones example's setting (at 20 calls it widens the data by 2.3-2.7%)
-    for churn, calls in ((1.0, 20), (0.5, 20), (4.0, 50)):
+    for churn, calls, stop in ((1.0, 20, 0), (0.5, 20, 0), (4.0, 50, 0), (4.0, 50, 300)):
         generator = torch.Generator().manual_seed(0)
-        x = d.sample(1024, sampler="dpm-solver++-sde", steps=calls, churn=churn, generator=generator)
+        x = d.sample(1024, sampler="dpm-solver++-sde", steps=calls, churn=churn, churn_stop=stop, generator=generator)
         assert abs(float(x.std()) / 0.3 - 1) <= 0.025
         assert float(x.mean()) == pytest.approx(MEAN, abs=0.01)
+
+
+def test_churn_stop_churns_only_the_steps_that_land_at_or_above_it():
+    abar = abar_of(cosine_beta_schedule(1000))
+    ts = timestep_schedule(1000, 12, "logsnr-tapered", abar)
+    x_T = torch.randn(64, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def run(**options):
+        generator = torch.Generator().manual_seed(1)
+        out = sample_dpmpp_sde(oracle_denoiser(abar), x_T, abar, ts, churn=4.0, generator=generator, **options)
+        return out, generator.get_state()
+
+    torch.testing.assert_close(run(churn_stop=1000)[0], sample_dpmpp(oracle_denoiser(abar), x_T, abar, ts))
+    default, _ = run()
+    assert torch.equal(run(churn_stop=0)[0], default)
+    for k in (1, 5, 10):  # steps to ts[1] … ts[k] draw fresh noise, the later ones none
+        out, state = run(churn_stop=ts[k])
+        drawn = torch.Generator().manual_seed(1)
+        for _ in range(k):
+            torch.randn(x_T.shape, generator=drawn, dtype=x_T.dtype)
+        assert torch.equal(state, drawn.get_state()), k
+        assert not torch.equal(out, default)
 
 
 def test_stochastic_dpm_solver_without_churn_is_the_ode_solver():
@@ -408,6 +430,9 @@ def test_sampler_errors_say_what_is_accepted():
         d.sample(1, sampler="unipc", steps=5, order=0)
     with pytest.raises(ValueError, match="churn must be a finite number >= 0"):
         d.sample(1, sampler="dpm-solver++-sde", steps=5, churn=-1.0)
+    for stop in (-1, 2.5, True, "300"):
+        with pytest.raises(ValueError, match=r"churn_stop must be a timestep \(an integer >= 0\), got"):
+            d.sample(1, sampler="dpm-solver++-sde", steps=5, churn_stop=stop)
     with pytest.raises(ValueError, match="unknown timestep spacing 'uniform'"):
         d.sample(1, sampler="dpm-solver++", steps=5, spacing="uniform")
     with pytest.raises(ValueError, match="between 1 and the schedule's T=30, got 31"):
