@@ -24,10 +24,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, start_step: int = 2000, update_every: int = 1,
                  warmup: bool = False) -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
-        if start_step < 0 or update_every < 1:
-            raise ValueError("EMA start_step must be >= 0 and update_every >= 1")
+        _check_settings(decay, start_step, update_every)
         self.decay = decay
         self.start_step = start_step
         self.update_every = update_every
@@ -76,10 +73,31 @@ class EMA:
         for e, c in zip(self.model.buffers(), model.buffers()):
             e.copy_(c)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Counters only; the averaged weights are ``self.model.state_dict()`` (saved as safetensors)."""
+    def counters(self) -> dict[str, Any]:
+        """The settings and the update count, without the weights (the trainer saves those as safetensors)."""
         return {"decay": self.decay, "start_step": self.start_step, "update_every": self.update_every,
                 "warmup": self.warmup, "num_updates": self.num_updates}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`load_state_dict` needs to go on exactly: :meth:`counters` plus the averaged weights
+        under ``"model"`` (what ``torch.save`` / ``torch.load(weights_only=True)`` carry)."""
+        return {**self.counters(), "model": self.model.state_dict()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (or :meth:`counters`, which leaves the weights as they are)."""
+        if "num_updates" not in state:
+            raise ValueError(f"EMA state has no 'num_updates'; got keys {sorted(state)}")
+        settings = {key: state.get(key, getattr(self, key)) for key in ("decay", "start_step", "update_every", "warmup")}
+        _check_settings(settings["decay"], settings["start_step"], settings["update_every"])
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        for key, value in settings.items():
+            setattr(self, key, value)
         self.num_updates = int(state["num_updates"])
+
+
+def _check_settings(decay: float, start_step: int, update_every: int) -> None:
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+    if start_step < 0 or update_every < 1:
+        raise ValueError("EMA start_step must be >= 0 and update_every >= 1")

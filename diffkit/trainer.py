@@ -259,7 +259,7 @@ class Trainer:
             "batch": position.batch,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "ema": self.ema.state_dict(),
+            "ema": self.ema.counters(),  # the averaged weights go to ema.safetensors
             "rng": rngs[0],
             # Every process's random state (each seeds its own): a torchrun resume continues bit for bit.
             "rng_per_rank": rngs,

@@ -73,3 +73,33 @@ def test_ema_warmup_averages_with_the_warmed_up_decay():
     ema.update(model)  # n = 1: decay 2/11, so the average moves 9/11 of the way
     torch.testing.assert_close(ema.model[0].weight, start + 9.0)
     assert ema.state_dict()["warmup"] is True
+
+
+def test_state_dict_round_trips_the_weights_and_counters_through_torch_save(tmp_path):
+    model = make()
+    ema = EMA(model, decay=0.7, start_step=1, update_every=1, warmup=True)
+    for _ in range(4):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        ema.update(model)
+    torch.save(ema.state_dict(), tmp_path / "ema.pt")
+    other = EMA(make(), decay=0.1, start_step=0)  # other settings, other weights
+    other.load_state_dict(torch.load(tmp_path / "ema.pt", weights_only=True))
+    assert other.counters() == ema.counters()
+    for a, b in zip(ema.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)
+    other.update(model)  # the next update is the same: the warm-up decay follows the restored count
+    assert torch.equal(ema.model[0].weight, other.model[0].weight)
+    # counters() alone moves the count and settings, and leaves the weights
+    fresh = EMA(make(), decay=0.5, start_step=0)
+    before = fresh.model[0].weight.clone()
+    fresh.load_state_dict(ema.counters())
+    assert fresh.num_updates == 5 and fresh.decay == 0.7 and torch.equal(fresh.model[0].weight, before)
+    with pytest.raises(ValueError, match="EMA decay must lie in \\[0, 1\\], got 2"):
+        fresh.load_state_dict({**ema.counters(), "decay": 2})
+    with pytest.raises(ValueError, match="EMA state has no 'num_updates'"):
+        fresh.load_state_dict({"decay": 0.5})
+    assert fresh.decay == 0.7  # a refused state changes nothing
