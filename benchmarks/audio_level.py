@@ -67,7 +67,7 @@ def main() -> None:
     diffusion, facts = load_or_train()
     real_x, real_y = real_clips()
     real = judge(real_x, real_y)
-    quietest = float(real["rms"].min())
+    quietest, loudest = float(real["rms"].min()), float(real["rms"].max())
     per_class_real = [float(np.median(real["rms"][real_y == k])) for k in range(len(CLASSES))]
 
     gain = gains(diffusion, real_x, real_y)
@@ -85,6 +85,7 @@ def main() -> None:
 
     example, previous = rows[0], rows[-1]
     quiet = lambda r: float((r["rms"] < quietest).mean())  # noqa: E731
+    loud = lambda r: float((r["rms"] > loudest).mean())  # noqa: E731
     purity = lambda r: float(np.median(r["purity"]))  # noqa: E731
     level = lambda r, k: float(np.median(r["rms"][r["y"] == k]))  # noqa: E731
     kept = [r for r in rows[1:-1] if quiet(r) <= 0.05]
@@ -98,7 +99,8 @@ def main() -> None:
         f"The example's network ({facts['train_steps']} steps, EMA weights, from `audio_quality.py`'s cache), guidance "
         f"{GUIDANCE:g}, {args.per_class} clips per class and setting, the same noise for every setting. With the "
         f"example's sampler (50 calls, churn 4) the median track purity is {purity(example):.2f} but "
-        f"{quiet(example):.0%} of the clips are quieter than the quietest real clip (RMS {quietest:.2f}); the high tones "
+        f"{quiet(example):.0%} of the clips are quieter than the quietest real clip (RMS {quietest:.2f}; the loudest "
+        f"{loudest:.2f}); the high tones "
         f"and chirps come out at RMS {level(example, 1):.2f}-{max(level(example, 2), level(example, 3)):.2f} against "
         f"{min(per_class_real[1:]):.2f}-{max(per_class_real[1:]):.2f} for real ones.",
         "",
@@ -117,10 +119,10 @@ def main() -> None:
         "",
         *table(["calls", "churn", "churn_stop", "pitch", "median track purity",
                 *(f"median RMS, {c} (real {v:.2f})" for c, v in zip(CLASSES, per_class_real)),
-                "quieter than every real clip", "s"],
+                "quieter than every real clip", "louder than every real clip", "s"],
                [[r["calls"], f"{r['churn']:g}", r["stop"], f"{r['all']:.1%}", f"{purity(r):.2f}",
-                 *(f"{level(r, k):.2f}" for k in range(len(CLASSES))), f"{quiet(r):.0%}", f"{r['seconds']:.0f}"]
-                for r in rows], align="rrrrr" + "r" * len(CLASSES) + "rr"),
+                 *(f"{level(r, k):.2f}" for k in range(len(CLASSES))), f"{quiet(r):.0%}", f"{loud(r):.0%}", f"{r['seconds']:.0f}"]
+                for r in rows], align="rrrrr" + "r" * len(CLASSES) + "rrr"),
         "",
         f"The first row is the example's setting, the last its previous one (purity {purity(previous):.2f}, "
         f"{quiet(previous):.0%} too quiet). "

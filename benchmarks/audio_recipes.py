@@ -49,6 +49,9 @@ CHANGES = {
     "p2-adagn-w32": "the example with 32 channels instead of 16 at the finest level (channels [32, 32, 64, 128, 256])",
     "p2-adagn-w32-1150": "the example with 32 channels at the finest level, 1150 steps (about the example's CPU time)",
     "p2-adagn-w48": "the example with 48 channels instead of 16 at the finest level (channels [48, 32, 64, 128, 256])",
+    "p2-adagn-w24-1230": "the example with 24 channels at the finest level, 1230 steps (about the example's CPU "
+                         "time); at churn 4 / 50 calls high tones louder than any real clip, chirps quieter",
+    "p2-adagn-w20-1300": "the example with 20 channels at the finest level, 1300 steps (about the example's CPU time)",
     "p2-adagn-sg0": "the example with a spectral gate after each residual block of the finest level (the features' "
                     "whole-clip real FFT times a learned complex gain per frequency, computed from their log power "
                     "spectra by two convolutions along frequency, added back; an experiment, not kept in the code)",

@@ -34,8 +34,8 @@ from .run import Run, RunError, RunInfo, load_weights_from
 # Keys that may change between a run and its --resume without breaking exact continuation.
 # run.dir is where the run lies now: it may be spelled another way, or the run may have moved. The loader's
 # workers change nothing: each example is loaded under its own seed (SeededExamples).
-RESUMABLE_CHANGES = ("run.dir", "data.num_workers", "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "sample.")
+RESUMABLE_CHANGES = ("run.dir", "data.num_workers", "train.steps", "train.log_every", "train.sample_every",
+                     "train.checkpoint_every", "train.keep_checkpoints", "sample.")
 # With train.on_nonfinite = "skip", this many skipped batches in a row end the run: nothing is being learned.
 MAX_CONSECUTIVE_SKIPS = 20
 # Free space kept for samples, metrics and the loss plot beside the checkpoints.
