@@ -147,7 +147,7 @@ def test_the_workers_change_nothing_and_a_resume_mid_epoch_with_workers_is_bit_e
     assert not all(torch.equal(a[k], unflipped[k]) for k in a)
 
 
-def test_each_example_is_loaded_under_its_own_seed_and_the_callers_random_state_is_left_alone(tmp_path):
+def test_each_example_is_loaded_under_its_own_seed_and_torchs_generator_is_put_back(tmp_path):
     from diffkit.data import create_dataset
     from diffkit.trainer import SeededExamples
 
