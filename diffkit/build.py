@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+import math
+import numbers
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from . import data as data_module
 from .data.folder import one_line, quiet_scans
-from .config import Config, ConfigError
+from .config import Config, ConfigError, SampleSection
 from .diffusion import GaussianDiffusion
 from .registry import PluginError, create_backbone, create_conditioner
 from .schedules import make_beta_schedule
@@ -108,19 +110,36 @@ def check_backbone_fits(diffusion: GaussianDiffusion, info: "RunInfo", config: C
                           f"{shape}: {exception_line(exc)}{hint}") from None
 
 
-# The sampler that takes a churn (samplers.sample_dpmpp_sde).
+# The sampler that takes a churn and a churn_stop (samplers.sample_dpmpp_sde), and those options' names.
 CHURN_SAMPLER = "dpm-solver++-sde"
+CHURN_OPTIONS = ("churn", "churn_stop")
 
 
-def churn_option(sampler: str, given: Optional[float], configured: Optional[float]) -> dict[str, float]:
-    """The sampler option for a churn, ``{"churn": …}`` or nothing: the one ``given`` by the caller, else the
-    run's [sample] one (``configured``). A given churn for another sampler than dpm-solver++-sde is an error;
+def churn_options(sampler: str, given: Mapping[str, Any], section: SampleSection) -> dict[str, Any]:
+    """The sampler's churn options (``churn``, ``churn_stop``) that apply: each one ``given`` by the caller (None:
+    not given), else the run's [sample] one. A given one for another sampler than dpm-solver++-sde is an error;
     a configured one is then dropped, as it was set for the section's own sampler (a later ``--sampler ddim``
     does not fail on it)."""
-    if given is not None and sampler != CHURN_SAMPLER:
-        raise ConfigError(f"churn applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
-    churn = configured if given is None else given
-    return {} if churn is None or sampler != CHURN_SAMPLER else {"churn": float(churn)}
+    options = {}
+    for name in CHURN_OPTIONS:
+        value = given.get(name)
+        if value is not None and sampler != CHURN_SAMPLER:
+            raise ConfigError(f"{name} applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
+        if value is not None and not _valid_churn_option(name, value):
+            expected = "a finite number >= 0" if name == "churn" else "a timestep (an integer >= 0)"
+            raise ConfigError(f"{name} must be {expected}, got {value!r}")
+        value = getattr(section, name) if value is None else value
+        if value is not None and sampler == CHURN_SAMPLER:
+            options[name] = value
+    return options
+
+
+def _valid_churn_option(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if name == "churn":
+        return isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+    return isinstance(value, numbers.Integral) and value >= 0
 
 
 def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str) -> None:
@@ -129,14 +148,15 @@ def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: 
     s = config.sample
     if s.noise_gate and modality != "audio":
         raise ConfigError(f"sample.noise_gate: the gate applies to audio; this data is {modality} (set it to 0)")
-    if s.churn is not None and s.sampler != CHURN_SAMPLER:
-        raise ConfigError(f"sample.churn: applies to the {CHURN_SAMPLER} sampler; this section's sampler is "
-                          f"{s.sampler!r} (remove churn or set sampler = \"{CHURN_SAMPLER}\")")
+    for name in CHURN_OPTIONS:
+        if getattr(s, name) is not None and s.sampler != CHURN_SAMPLER:
+            raise ConfigError(f"sample.{name}: applies to the {CHURN_SAMPLER} sampler; this section's sampler is "
+                              f"{s.sampler!r} (remove {name} or set sampler = \"{CHURN_SAMPLER}\")")
     try:
         diffusion.check_sample_args(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                                     guidance_scale=s.guidance_scale,
                                     y=sample_labels(diffusion, s.num, s.labels),
-                                    **churn_option(s.sampler, None, s.churn))
+                                    **churn_options(s.sampler, {}, s))
     except ValueError as exc:
         raise ConfigError(f"[sample]: {exc}") from None
 

@@ -53,6 +53,7 @@ def _int_in(low: int, high: int, what: str, out_of_range: str):
 
 _positive_int = _int_in(1, MAX_COUNT, "a positive integer", f"a positive integer up to {MAX_COUNT:,}")
 _seed = _int_in(0, MAX_SEED, f"an integer in 0…{MAX_SEED}", f"an integer in 0…{MAX_SEED}")
+_timestep = _int_in(0, MAX_COUNT, "a timestep (an integer >= 0)", f"a timestep from 0 to {MAX_COUNT:,}")
 
 
 def _at_least_zero(expected: str):
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--churn", type=_churn,
                    help="dpm-solver++-sde: fresh noise per step, 0: the ODE (default: the run's [sample] churn, "
                         "itself 1 by default)")
+    s.add_argument("--churn-stop", type=_timestep,
+                   help="dpm-solver++-sde: no fresh noise for the steps that land below this timestep (default: the "
+                        "run's [sample] churn_stop, itself 0: churn to the end)")
     s.add_argument("--labels", type=_labels, help="comma-separated class indices, one per sample (conditional models)")
     s.add_argument("--guidance", type=inpaint_io.finite_number, help="classifier-free guidance scale (1: none)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -236,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .build import churn_option
+    from .build import churn_options
     from .config import ConfigError
     from .run import Run
 
@@ -264,7 +268,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 args, diffusion, run.info, sampler=sampler, steps=args.steps or s.steps,
                 eta=args.eta if args.eta is not None else s.eta,
                 guidance_scale=args.guidance if args.guidance is not None else s.guidance_scale,
-                options=churn_option(sampler, args.churn, s.churn),
+                options=churn_options(sampler, {"churn": args.churn, "churn_stop": args.churn_stop}, s),
                 out=out, stem=f"inpaint_{args.input.stem}_{folder.name}_{sampler}", data=run.config.data)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -272,7 +276,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset,
-        noise_gate=args.noise_gate, churn=args.churn)
+        noise_gate=args.noise_gate, churn=args.churn, churn_stop=args.churn_stop)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{len(paths) - 1} samples in {paths[0].parent}; summary picture {paths[-1]}")
     return 0

@@ -135,6 +135,8 @@ class SampleSection(_Section):
     guidance_scale: float = _engine_default(_SAMPLE, "guidance_scale")
     # dpm-solver++-sde only: how much fresh noise each step adds (None: the sampler's default, 1; 0: the ODE).
     churn: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    # dpm-solver++-sde only: the steps that land below this timestep take no fresh noise (None or 0: churn to the end).
+    churn_stop: Optional[int] = Field(None, ge=0)
     labels: Optional[list[int]] = None  # one per sample, for a conditional model; default: cycle the classes
     use_ema: bool = True
     # Audio: "remove" each generated clip's mean before writing its WAV, or "keep" it (diffkit/data/audio.py).

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .build import churn_option, sample_labels
+from .build import churn_options, sample_labels
 from .config import MAX_SEED, ConfigError
 from .data import (
     DC_OFFSETS,
@@ -72,6 +72,7 @@ def generate(
     dc_offset: Optional[str] = None,
     noise_gate: Optional[float] = None,
     churn: Optional[float] = None,
+    churn_stop: Optional[int] = None,
 ) -> list[Path]:
     """Write samples ``000000`` … of a run as PNG / WAV / ``.npy`` files; returns their paths and the summary picture.
 
@@ -80,8 +81,8 @@ def generate(
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
     ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it.
     ``noise_gate`` (audio): silence the parts of each clip that many dB quieter than its loudest (0: off).
-    ``churn`` (``dpm-solver++-sde`` only): the fresh noise of each step; the run's [sample] churn applies
-    only when its sampler is the one used.
+    ``churn`` and ``churn_stop`` (``dpm-solver++-sde`` only): the fresh noise of each step, and the timestep
+    below which the steps take none; the run's [sample] ones apply only when its sampler is the one used.
     """
     s = run.sample_defaults()
     num = (len(labels) if labels is not None else s.num) if num is None else num
@@ -97,7 +98,7 @@ def generate(
     steps = s.steps if steps is None else steps
     eta = s.eta if eta is None else eta
     guidance = s.guidance_scale if guidance is None else guidance
-    options = churn_option(sampler, churn, s.churn)
+    options = churn_options(sampler, {"churn": churn, "churn_stop": churn_stop}, s)
     use_ema = s.use_ema if ema is None else ema
     dc_offset = s.dc_offset if dc_offset is None else dc_offset
     if dc_offset not in DC_OFFSETS:
@@ -126,7 +127,7 @@ def generate(
         raise ConfigError(str(exc)) from None
 
     info = run.info
-    # The churn only when set: the folders of earlier samples keep their names.
+    # The churn options only when set: the folders of earlier samples keep their names.
     settings = {"checkpoint": folder.name, "weights": "ema" if use_ema else "raw", "sampler": sampler,
                 "steps": steps, "eta": eta, "guidance": guidance, "seed": seed,
                 "labels": None if y_all is None else y_all.tolist(), **options}

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .build import (build_dataset, build_diffusion, check_backbone_fits, check_sample_config, churn_option,
+from .build import (build_dataset, build_diffusion, check_backbone_fits, check_sample_config, churn_options,
                     exception_line, sample_labels)
 from .config import Config, ConfigError, Overrides, apply_overrides, load_config, validate
 from .data import DataError, save_samples
@@ -526,7 +526,7 @@ class Trainer:
         x = model.sample(s.num, sampler=s.sampler, steps=s.steps, eta=s.eta,
                          y=None if y is None else y.to(self.device),
                          guidance_scale=s.guidance_scale, generator=generator, progress=self.progress,
-                         **churn_option(s.sampler, None, s.churn))
+                         **churn_options(s.sampler, {}, s))
         return save_samples(x, self.info.modality, self.run_dir.samples_dir, stem=f"step_{step:08d}",
                             sample_rate=self.info.sample_rate, dc_offset=s.dc_offset,
                             noise_gate_db=s.noise_gate)

@@ -51,7 +51,7 @@ def _sample_args(world):
         _option("--num", numbers), _option("--steps", numbers), _option("--sampler", samplers),
         _option("--labels", labels), _option("--guidance", floats), _option("--eta", floats),
         _option("--seed", numbers), _option("--batch-size", numbers), _option("--checkpoint", st.sampled_from(["1", "9", "x"])),
-        _option("--noise-gate", floats), _option("--churn", floats),
+        _option("--noise-gate", floats), _option("--churn", floats), _option("--churn-stop", numbers),
         st.sampled_from([[], ["--raw"]]),
     ).map(lambda a: ["sample", str(world[a[0]]) if a[0] in world else str(world["root"] / "nope"),
                      *[x for part in a[1:] for x in part]])

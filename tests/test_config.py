@@ -24,6 +24,8 @@ def minimal(**extra):
         (minimal(sample={"noise_gate": float("inf")}), "key 'sample.noise_gate': Input should be a finite number"),
         (minimal(sample={"churn": -0.5}), "key 'sample.churn': Input should be greater than or equal to 0"),
         (minimal(sample={"churn": float("nan")}), "key 'sample.churn': Input should be a finite number"),
+        (minimal(sample={"churn_stop": -1}), "key 'sample.churn_stop': Input should be greater than or equal to 0"),
+        (minimal(sample={"churn_stop": 2.5}), "key 'sample.churn_stop': Input should be a valid integer"),
         (minimal(diffusion={"schedule_shift": 0}), "key 'diffusion.schedule_shift': Input should be greater than 0"),
         (minimal(diffusion={"schedule_shift": float("nan")}), "key 'diffusion.schedule_shift': Input should be a finite"),
         ({"model": {"backbone": "unet2d"}}, "missing required key 'data'"),

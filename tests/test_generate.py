@@ -273,3 +273,57 @@ def test_a_config_with_a_churn_for_another_sampler_is_refused_before_step_1(tmp_
                                           r"sampler is 'ddim'"):
         diffkit.train(config, progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_churn_stop_reaches_the_sampler_from_the_config_run_sample_and_the_cli(tmp_path, capsys):
+    from diffkit.config import ConfigError
+
+    run = diffkit.train(_sde_config(tmp_path / "run", churn=4.0, churn_stop=20), progress=False)
+    diffusion = run.diffusion()
+
+    def engine(seeds, **options):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return diffusion.sample(len(seeds), sampler="dpm-solver++-sde", steps=4, churn=4.0, generator=generators,
+                                **options)
+
+    trained = diffusion.sample(2, sampler="dpm-solver++-sde", steps=4, churn=4.0, churn_stop=20,
+                               generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert np.abs(_wav(run.samples_dir / f"step_00000001_{i:04d}.wav") - trained[i].double().numpy()).max() <= PCM16
+    seeds = [sample_seed(0, 0), sample_seed(0, 1)]
+    configured = run.sample(2, out=tmp_path / "configured")
+    stopped, to_the_end = engine(seeds, churn_stop=20), engine(seeds)
+    assert (stopped - to_the_end).abs().max() > 1e-3  # the stop changes the clips
+    for path, clip in zip(configured[:2], stopped):
+        assert np.abs(_wav(path) - clip.double().numpy()).max() <= PCM16
+    # Given from Python or the CLI, it wins and gets its own folder; 0 churns to the end again.
+    again = run.sample(1, churn_stop=0)[0]
+    assert again.parent != run.sample(1)[0].parent
+    assert np.abs(_wav(again) - to_the_end[0].double().numpy()).max() <= PCM16
+    assert main(["sample", str(run.path), "-n", "1", "--churn-stop", "1000", "--out", str(tmp_path / "ode"),
+                 "--no-progress"]) == 0
+    ode = diffusion.sample(1, sampler="dpm-solver++", steps=4, generator=[torch.Generator().manual_seed(seeds[0])])
+    assert np.abs(_wav(tmp_path / "ode" / "000000.wav") - ode[0].double().numpy()).max() <= 2 * PCM16
+    # Mistakes: one line each, nothing written.
+    with pytest.raises(ConfigError, match="churn_stop applies to the dpm-solver\\+\\+-sde sampler, not 'ddim'"):
+        run.sample(1, sampler="ddim", steps=3, churn_stop=10)
+    folders = sorted(run.samples_dir.iterdir())
+    for options, expected in (({"churn_stop": -1}, "churn_stop must be a timestep \\(an integer >= 0\\), got -1"),
+                              ({"churn_stop": 2.5}, "churn_stop must be a timestep \\(an integer >= 0\\), got 2.5"),
+                              ({"churn": float("nan")}, "churn must be a finite number >= 0, got nan"),
+                              ({"churn": -1.0}, "churn must be a finite number >= 0, got -1.0")):
+        with pytest.raises(ConfigError, match=expected):
+            run.sample(1, **options)
+    assert sorted(run.samples_dir.iterdir()) == folders  # refused before any folder is made
+    for flag, expected in (("-1", "expected a timestep from 0 to 1,000,000,000, got -1"),
+                           ("2.5", "expected a timestep (an integer >= 0), got '2.5'")):
+        assert main(["sample", str(run.path), "-n", "1", "--churn-stop", flag]) == 2
+        assert f"--churn-stop: {expected}" in capsys.readouterr().err
+    ddim = run.sample(1, sampler="ddim", steps=3, out=tmp_path / "ddim")  # the configured stop was for its sampler
+    assert ddim[0].is_file()
+    config = _sde_config(tmp_path / "refused", churn_stop=10)
+    config["sample"]["sampler"] = "unipc"
+    with pytest.raises(ConfigError, match=r"sample.churn_stop: applies to the dpm-solver\+\+-sde sampler; this "
+                                          r"section's sampler is 'unipc'"):
+        diffkit.train(config, progress=False)
+    assert not (tmp_path / "refused" / "checkpoints").exists()
