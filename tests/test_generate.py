@@ -264,13 +264,15 @@ def test_the_configured_churn_is_left_out_for_another_sampler_but_a_given_one_is
     assert "--churn: expected a number >= 0 (0: the ODE), got '-1'" in capsys.readouterr().err
 
 
-def test_a_config_with_a_churn_for_another_sampler_is_refused_before_step_1(tmp_path):
+@pytest.mark.parametrize("option, sampler", [({"churn": 2.0}, "ddim"), ({"churn_stop": 10}, "unipc")])
+def test_a_config_with_a_churn_option_for_another_sampler_is_refused_before_step_1(tmp_path, option, sampler):
     from diffkit.config import ConfigError
 
-    config = _sde_config(tmp_path / "run", churn=2.0)
-    config["sample"]["sampler"] = "ddim"
-    with pytest.raises(ConfigError, match=r"sample.churn: applies to the dpm-solver\+\+-sde sampler; this section's "
-                                          r"sampler is 'ddim'"):
+    config = _sde_config(tmp_path / "run", **option)
+    config["sample"]["sampler"] = sampler
+    (name,) = option
+    with pytest.raises(ConfigError, match=rf"sample.{name}: applies to the dpm-solver\+\+-sde sampler; this "
+                                          rf"section's sampler is '{sampler}' \(remove {name} or set sampler"):
         diffkit.train(config, progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -321,9 +323,3 @@ def test_a_churn_stop_reaches_the_sampler_from_the_config_run_sample_and_the_cli
         assert f"--churn-stop: {expected}" in capsys.readouterr().err
     ddim = run.sample(1, sampler="ddim", steps=3, out=tmp_path / "ddim")  # the configured stop was for its sampler
     assert ddim[0].is_file()
-    config = _sde_config(tmp_path / "refused", churn_stop=10)
-    config["sample"]["sampler"] = "unipc"
-    with pytest.raises(ConfigError, match=r"sample.churn_stop: applies to the dpm-solver\+\+-sde sampler; this "
-                                          r"section's sampler is 'unipc'"):
-        diffkit.train(config, progress=False)
-    assert not (tmp_path / "refused" / "checkpoints").exists()
