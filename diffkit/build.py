@@ -129,8 +129,8 @@ def churn_options(sampler: str, given: Mapping[str, Any], section: SampleSection
             expected = "a finite number >= 0" if name == "churn" else "a timestep (an integer >= 0)"
             raise ConfigError(f"{name} must be {expected}, got {value!r}")
         value = getattr(section, name) if value is None else value
-        if value is not None and sampler == CHURN_SAMPLER:
-            options[name] = value
+        if value is not None and sampler == CHURN_SAMPLER:  # 4 and 4.0 alike: the sample folders are named after them
+            options[name] = float(value) if name == "churn" else int(value)
     return options
 
 

@@ -301,6 +301,7 @@ def test_a_churn_stop_reaches_the_sampler_from_the_config_run_sample_and_the_cli
     # Given from Python or the CLI, it wins and gets its own folder; 0 churns to the end again.
     again = run.sample(1, churn_stop=0)[0]
     assert again.parent != run.sample(1)[0].parent
+    assert run.sample(1, churn=4, churn_stop=0)[0] == run.sample(1, churn=4.0, churn_stop=0)[0]  # one folder for both
     assert np.abs(_wav(again) - to_the_end[0].double().numpy()).max() <= PCM16
     assert main(["sample", str(run.path), "-n", "1", "--churn-stop", "1000", "--out", str(tmp_path / "ode"),
                  "--no-progress"]) == 0
