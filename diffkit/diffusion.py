@@ -180,6 +180,8 @@ class GaussianDiffusion(nn.Module):
         for name in _SCHEDULE_BUFFERS:
             # Not persistent: they follow from β, so checkpoints hold only learned weights.
             self.register_buffer(name, coefs[name], persistent=False)
+        # Follows .to(dtype) like a parameter: the sampling dtype of a backbone without parameters.
+        self.register_buffer("dtype_probe", torch.zeros((), dtype=torch.get_default_dtype()), persistent=False)
 
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         # .to(dtype) must not round the schedule (ᾱ_T ≈ 4e-5 is lost in bf16); .to(device) still moves it.
@@ -387,10 +389,10 @@ class GaussianDiffusion(nn.Module):
         return x if known is None else torch.where(mask, known.to(x.dtype), x)
 
     def sampling_dtype(self) -> torch.dtype:
-        """The dtype samples are made in: the backbone's parameters' (which follow ``.to(dtype)``), or
-        torch's default dtype for a backbone without parameters (an analytic denoiser such as
-        :class:`diffkit.testing.GaussianOracle` computes in its own precision whatever it is given)."""
-        return self._parameter_dtype() or torch.get_default_dtype()
+        """The dtype samples are made in: the backbone's parameters' (which follow ``.to(dtype)``), or for a
+        backbone without parameters (an analytic denoiser such as :class:`diffkit.testing.GaussianOracle`) the
+        dtype the engine was last cast to, torch's default until then."""
+        return self._parameter_dtype() or self.dtype_probe.dtype
 
     def _parameter_dtype(self) -> Optional[torch.dtype]:
         """The backbone's floating-point parameter dtype (what ``.to(dtype)`` set), None without such parameters."""

@@ -136,6 +136,18 @@ def test_schedule_stays_float64_when_the_module_is_cast():
     assert d.model.weight.dtype == torch.bfloat16
 
 
+def test_a_backbone_without_parameters_samples_in_the_dtype_the_engine_was_cast_to():
+    from diffkit.testing import GaussianOracle
+
+    betas = linear_beta_schedule(100)
+    d = GaussianDiffusion(GaussianOracle(GaussianDiffusion(nn.Identity(), (4,), betas).alphas_cumprod), (4,), betas)
+    assert d.sample(2, sampler="ddim", steps=3).dtype == torch.get_default_dtype()
+    for sampler in ("ddpm", "ddim", "dpm-solver++", "dpm-solver++-sde", "unipc"):
+        assert d.double().sample(2, sampler=sampler, steps=3).dtype == torch.float64, sampler
+    assert d.to(torch.float32).sample(2, sampler="ddim", steps=3).dtype == torch.float32
+    assert "dtype_probe" not in d.state_dict()  # checkpoints hold learned weights only
+
+
 class Plain(nn.Module):
     """Any module following the backbone protocol works: here a 1x1 conv that ignores t."""
 

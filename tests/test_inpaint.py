@@ -4,7 +4,9 @@ The issue's bar: the mean of the inpainted samples within 3 standard errors of t
 mean (every unknown element) and their std within 5 % (pooled over the unknown elements), ranks 2 to 5,
 each sampler's default inpainting settings. With N = 500 samples, 3 standard errors are 0.13 of the
 conditional std. Every sampler meets it with its defaults (diffkit.inpaint.DEFAULT_RESAMPLE, chosen
-over 3 seeds; these tests use the first); plain replacement does not.
+over 3 seeds; these tests use the first); plain replacement does not. The samples are float32 (torch's
+default), as when the bar was set. Marginal: ddim at rank 4 passes seed 0 but 2 of 6 seeds exceed 3
+standard errors (3 of 6 in float64), so its mean is off by about 0.1 conditional std there.
 """
 
 import math
@@ -36,8 +38,9 @@ MAX_Z, MAX_STD = 3.0, 0.05  # the issue's bar
 def oracle_diffusion(shape, rho=RHO):
     betas = cosine_beta_schedule(T)
     oracle = CorrelatedGaussianOracle(torch.cumprod(1 - betas, 0), shape, rho, MEAN, STD)
-    # Exact, unclipped sampling: the oracle's data are not confined to [-1, 1].
-    return GaussianDiffusion(oracle, shape, betas, threshold="none").double(), oracle
+    # Exact, unclipped sampling: the oracle's data are not confined to [-1, 1]. The oracle computes in
+    # float64 whatever it is given; the samples are float32.
+    return GaussianDiffusion(oracle, shape, betas, threshold="none"), oracle
 
 
 def problem(rank):
