@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
@@ -14,6 +12,7 @@ from .data.folder import one_line, quiet_scans
 from .config import Config, ConfigError, SampleSection
 from .diffusion import GaussianDiffusion
 from .registry import PluginError, create_backbone, create_conditioner
+from .samplers import check_churn
 from .schedules import make_beta_schedule
 
 if TYPE_CHECKING:
@@ -125,21 +124,16 @@ def churn_options(sampler: str, given: Mapping[str, Any], section: SampleSection
         value = given.get(name)
         if value is not None and sampler != CHURN_SAMPLER:
             raise ConfigError(f"{name} applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
-        if value is not None and not _valid_churn_option(name, value):
-            expected = "a finite number >= 0" if name == "churn" else "a timestep (an integer >= 0)"
-            raise ConfigError(f"{name} must be {expected}, got {value!r}")
+        if value is not None:
+            try:
+                check_churn(**{name: value})
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         value = getattr(section, name) if value is None else value
         if value is not None and sampler == CHURN_SAMPLER:  # 4 and 4.0 alike: the sample folders are named after them
             options[name] = float(value) if name == "churn" else int(value)
     return options
 
-
-def _valid_churn_option(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if name == "churn":
-        return isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
-    return isinstance(value, numbers.Integral) and value >= 0
 
 
 def check_sample_config(diffusion: GaussianDiffusion, config: Config, modality: str) -> None:

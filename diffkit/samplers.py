@@ -370,6 +370,14 @@ def sample_unipc(
     return x  # no steps at all: x unchanged
 
 
+def check_churn(churn: float = 1.0, churn_stop: int = 0) -> None:
+    """:func:`sample_dpmpp_sde`'s ``churn`` and ``churn_stop``, or a ValueError naming the one that is wrong."""
+    if isinstance(churn, bool) or not isinstance(churn, numbers.Real) or not (math.isfinite(churn) and churn >= 0):
+        raise ValueError(f"dpm-solver++-sde churn must be a finite number >= 0, got {churn}")
+    if not isinstance(churn_stop, numbers.Integral) or isinstance(churn_stop, bool) or churn_stop < 0:
+        raise ValueError(f"dpm-solver++-sde churn_stop must be a timestep (an integer >= 0), got {churn_stop!r}")
+
+
 def sample_dpmpp_sde(
     denoise: Denoiser,
     x: torch.Tensor,
@@ -395,10 +403,7 @@ def sample_dpmpp_sde(
     slightly less than all of a clean signal at low noise shrinks it step after step (the tones demo's high
     tones lose half their level at churn 4; benchmarks/results/audio_level.md). 0, the default, churns to the end.
     """
-    if not churn >= 0 or not math.isfinite(churn):  # nan fails both comparisons
-        raise ValueError(f"dpm-solver++-sde churn must be a finite number >= 0, got {churn}")
-    if not isinstance(churn_stop, numbers.Integral) or isinstance(churn_stop, bool) or churn_stop < 0:
-        raise ValueError(f"dpm-solver++-sde churn_stop must be a timestep (an integer >= 0), got {churn_stop!r}")
+    check_churn(churn, churn_stop)
     x0_prev, h_prev = None, None
     for t, a_t, t_next, a_next in _transitions(alphas_cumprod, timesteps, "dpm-solver++-sde", progress):
         _, x0 = denoise(x, _batch_t(t, x))

@@ -386,8 +386,9 @@ class Trainer:
                 dropped = self.metrics.truncate_after(step)
                 note = f" (dropped {dropped} metrics row(s) logged after it)" if dropped else ""
                 tqdm.write(f"resuming {self.run_dir.path} from {folder.name}{note}")
-                for warning in self._inexact_resume(saved, step):
-                    tqdm.write(f"{self.run_dir.path}: note: {warning}")
+                inexact = self._inexact_resume(saved, step)
+                if inexact:
+                    tqdm.write(f"{self.run_dir.path}: note: {inexact}")
                 if saved != c:  # train.steps, intervals or [sample] changed: what later calls read
                     self.run_dir.write_config(c)
         else:
@@ -400,15 +401,15 @@ class Trainer:
                 self.metrics.start()
         return step, position
 
-    def _inexact_resume(self, saved: Config, step: int) -> list[str]:
-        """What makes this resume differ from one run trained straight to train.steps (said, not refused)."""
-        t, notes = self.config.train, []
-        if t.lr_decay == "cosine" and saved.train.steps != t.steps and step > t.warmup_steps:
-            old = self._lr(step, saved.train.steps)
-            notes.append(f"lr_decay = \"cosine\" now decays to 0 at step {t.steps}, not {saved.train.steps}: the learning "
-                         f"rate goes from {old:.3g} to {self._lr(step):.3g} at step {step + 1}, so this run will differ "
-                         f"from one trained straight to {t.steps} steps")
-        return notes
+    def _inexact_resume(self, saved: Config, step: int) -> Optional[str]:
+        """What makes this resume differ from one run trained straight to train.steps (said, not refused): only a
+        stretched cosine learning-rate curve can."""
+        t = self.config.train
+        if t.lr_decay != "cosine" or saved.train.steps == t.steps or step <= t.warmup_steps:
+            return None
+        return (f"lr_decay = \"cosine\" now decays to 0 at step {t.steps}, not {saved.train.steps}: the learning "
+                f"rate goes from {self._lr(step, saved.train.steps):.3g} to {self._lr(step):.3g} at step {step + 1}, so "
+                f"this run will differ from one trained straight to {t.steps} steps")
 
     def _check_free_space(self) -> None:
         """Refuse to start when the disk cannot hold the checkpoints this run will keep."""
