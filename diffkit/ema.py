@@ -90,6 +90,7 @@ class EMA:
         settings = {key: state.get(key, getattr(self, key)) for key in ("decay", "start_step", "update_every", "warmup")}
         _check_settings(settings["decay"], settings["start_step"], settings["update_every"])
         if "model" in state:
+            _check_fits(self.model.state_dict(), state["model"])
             self.model.load_state_dict(state["model"])
         for key, value in settings.items():
             setattr(self, key, value)
@@ -101,3 +102,15 @@ def _check_settings(decay: float, start_step: int, update_every: int) -> None:
         raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
     if start_step < 0 or update_every < 1:
         raise ValueError("EMA start_step must be >= 0 and update_every >= 1")
+
+
+def _check_fits(own: dict[str, Any], given: dict[str, Any]) -> None:
+    """One line naming what keeps ``given`` weights from loading into a model whose state is ``own``."""
+    problems = [f"{what} {names[:3]}{' …' if len(names) > 3 else ''}" for what, names in (
+        ("missing", sorted(set(own) - set(given))),
+        ("unexpected", sorted(set(given) - set(own))),
+        ("of another shape", sorted(k for k in set(own) & set(given)
+                                    if tuple(getattr(given[k], "shape", ())) != tuple(own[k].shape))),
+    ) if names]
+    if problems:
+        raise ValueError(f"EMA state: its weights do not fit this model: {'; '.join(problems)}")

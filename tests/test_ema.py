@@ -103,3 +103,15 @@ def test_state_dict_round_trips_the_weights_and_counters_through_torch_save(tmp_
     with pytest.raises(ValueError, match="EMA state has no 'num_updates'"):
         fresh.load_state_dict({"decay": 0.5})
     assert fresh.decay == 0.7  # a refused state changes nothing
+
+
+def test_weights_of_another_model_are_refused_in_one_line_and_change_nothing():
+    ema = EMA(make(), decay=0.5, start_step=0)
+    before = [t.clone() for t in ema.model.state_dict().values()]
+    other = EMA(nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2)), decay=0.9).state_dict()
+    with pytest.raises(ValueError, match=r"^EMA state: its weights do not fit this model: of another shape "
+                                         r"\['0.weight'\]$"):
+        ema.load_state_dict(other)
+    with pytest.raises(ValueError, match=r"^EMA state: its weights do not fit this model: missing \['1.bias', "):
+        ema.load_state_dict(EMA(nn.Sequential(nn.Linear(3, 2)), decay=0.9).state_dict())
+    assert ema.decay == 0.5 and all(torch.equal(a, b) for a, b in zip(before, ema.model.state_dict().values()))
