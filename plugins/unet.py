@@ -85,6 +85,10 @@ class UNet(nn.Module):
     convolution. With ``patch_size`` 2 on waveforms the two folded channels' means are the clip's DC and its
     Nyquist-rate component, and the sampler's starting noise left both in the spoken-digits samples
     (medians 0.003-0.005, a floor of -41 to -44 dBFS; benchmarks/results/speech_digits.md).
+
+    ``coordinates`` appends one input channel per axis that holds the position along it, from -1 at the
+    first sample to 1 at the last (CoordConv, Liu et al. 2018), so that even the finest level knows where in
+    the clip (or image, or volume) it is without a path through the coarse levels.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class UNet(nn.Module):
         scale_shift_norm: bool = False,
         upsample_mode: str = "nearest",
         mean_skip: bool = False,
+        coordinates: bool = False,
     ) -> None:
         # Every constructor argument, kept as given so the model can be described again (export).
         options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -124,7 +129,8 @@ class UNet(nn.Module):
         if bad:
             raise ValueError(f"{name}: 'attention_levels' {bad} out of range for {len(channels)} levels (0…{len(channels) - 1})")
         flags = dict(gradient_checkpointing=gradient_checkpointing, mid_attention=mid_attention,
-                     flip_sin_to_cos=flip_sin_to_cos, scale_shift_norm=scale_shift_norm, mean_skip=mean_skip)
+                     flip_sin_to_cos=flip_sin_to_cos, scale_shift_norm=scale_shift_norm, mean_skip=mean_skip,
+                     coordinates=coordinates)
         for key, value in flags.items():
             if not isinstance(value, bool):  # a TOML string "false" would otherwise switch the option on
                 raise ValueError(f"{name}: {key!r} must be true or false, got {value!r}")
@@ -175,7 +181,8 @@ class UNet(nn.Module):
         emb_dim = 4 * ch0
         self.time_embed = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_embed = nn.Linear(cond_dim, emb_dim) if cond_dim else None
-        self.conv_in = conv_nd(dims, in_channels * patch_features, ch0, 3, padding=1)
+        self.coordinates = coordinates
+        self.conv_in = conv_nd(dims, in_channels * patch_features + (dims if coordinates else 0), ch0, 3, padding=1)
 
         attn = set(attention_levels)
         self.down = nn.ModuleList()
@@ -249,7 +256,7 @@ class UNet(nn.Module):
             raise ValueError(f"{self.name} got cond but was built without cond_dim")
 
         folded = self._fold(x, self._patchify)
-        h = self.conv_in(folded)
+        h = self.conv_in(torch.cat([folded, self._coordinates(folded)], 1) if self.coordinates else folded)
         hs = [h]
         for block in self.down:
             h = self._run(block, h, emb)
@@ -267,6 +274,12 @@ class UNet(nn.Module):
             means = folded.flatten(2).mean(-1)
             out = out + torch.einsum("boi,bi->bo", mix, means).view(*out.shape[:2], *(1,) * self.dims)
         return self._fold(out, self._unpatchify)
+
+    def _coordinates(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, dims, *spatial): each axis's position, -1 … 1, in h's dtype and device."""
+        axes = [torch.linspace(-1.0, 1.0, n, dtype=h.dtype, device=h.device) for n in h.shape[2:]]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+        return grid.unsqueeze(0).expand(len(h), *grid.shape)
 
     def _fold(self, x: torch.Tensor, pattern: str) -> torch.Tensor:
         if self.patch_size == 1:

@@ -75,6 +75,7 @@ def test_the_seeds_unet1d_says_which_lengths_it_accepts():
     (dict(upsample_mode="cubic"), r"unknown 'upsample_mode' 'cubic'; choose one of \['nearest', 'linear'\]"),
     (dict(mean_skip="false"), r"'mean_skip' must be true or false, got 'false'"),
     (dict(scale_shift_norm=1), r"'scale_shift_norm' must be true or false, got 1"),
+    (dict(coordinates="yes"), r"'coordinates' must be true or false, got 'yes'"),
 ])
 def test_bad_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
@@ -325,3 +326,27 @@ def test_mean_skip_adds_a_mix_of_the_folded_inputs_means_and_starts_at_zero(dims
         wave = torch.tensor([[[1.0, -1.0] * 4]]) * 0.3 + 0.1  # DC 0.1, Nyquist amplitude 0.3
         assert torch.allclose(folded(wave).flatten(2).mean(-1), torch.tensor([[0.4, -0.2]]))
     assert net.options["mean_skip"] is True
+
+
+@pytest.mark.parametrize("name, shape, patch", [("unet1d", (1, 32), 2), ("unet2d", (2, 8, 8), 2), ("unet3d", (1, 8, 8, 8), 1)])
+def test_coordinates_conform_for_every_rank(name, shape, patch):
+    checked = check_backbone(name, input_shape=shape, cond_dim=6, in_channels=shape[0], coordinates=True,
+                             patch_size=patch, scale_shift_norm=True, **TINY)
+    assert {"uses t", "uses cond", "gradients"} <= set(checked)
+
+
+def test_coordinates_give_the_first_convolution_each_position_from_minus_1_to_1():
+    net = diffkit.create_backbone("unet2d", in_channels=3, patch_size=2, coordinates=True, **TINY).eval()
+    # 3 channels × 2×2 folded samples, then one channel per axis.
+    assert net.conv_in.in_channels == 3 * 4 + 2
+    grid = net._coordinates(torch.zeros(2, 12, 4, 3))
+    assert grid.shape == (2, 2, 4, 3)
+    rows, cols = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]), torch.tensor([-1.0, 0.0, 1.0])
+    torch.testing.assert_close(grid[1, 0], rows[:, None].expand(4, 3))
+    torch.testing.assert_close(grid[1, 1], cols[None, :].expand(4, 3))
+    # With the data's weights at zero the first convolution's output still varies with the position alone
+    # (without the coordinates it would be its bias everywhere).
+    with torch.no_grad():
+        net.conv_in.weight[:, :12].zero_()
+        h = net.conv_in(torch.cat([torch.zeros(1, 12, 4, 3), net._coordinates(torch.zeros(1, 12, 4, 3))], 1))
+    assert not torch.allclose(h[0, :, 1, 1], h[0, :, 2, 1]) and not torch.allclose(h[0, :, 1, 1], h[0, :, 1, 2])
