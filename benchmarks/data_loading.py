@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from common import interleaved, machine, median, set_threads, table, write_results
+from common import interleaved, machine, median, paired_ratio, set_threads, table, write_results
 from diffkit.data import create_dataset
 from diffkit.trainer import SeededExamples
 
@@ -52,7 +52,7 @@ def main() -> None:
                             args.rounds, progress=False)
         plain, seeded = (median(times[k]) / BATCHES * 1e3 for k in ("plain", "seeded"))
         added.append(seeded - plain)
-        ratio = median([s / p for s, p in zip(times["seeded"], times["plain"])])
+        ratio = paired_ratio(times, "seeded", "plain")
         rows.append([label, f"{plain:.2f}", f"{seeded:.2f}", f"{ratio:.3f}", f"{(seeded - plain) / batch_size * 1e3:.0f}"])
         print(rows[-1], flush=True)
     lines = [

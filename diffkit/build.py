@@ -122,9 +122,9 @@ def churn_options(sampler: str, given: Mapping[str, Any], section: SampleSection
     options = {}
     for name in CHURN_OPTIONS:
         value = given.get(name)
-        if value is not None and sampler != CHURN_SAMPLER:
-            raise ConfigError(f"{name} applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
         if value is not None:
+            if sampler != CHURN_SAMPLER:
+                raise ConfigError(f"{name} applies to the {CHURN_SAMPLER} sampler, not {sampler!r}")
             try:
                 check_churn(**{name: value})
             except ValueError as exc:
