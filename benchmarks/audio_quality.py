@@ -209,8 +209,8 @@ def generate(diffusion: GaussianDiffusion, labels: torch.Tensor, sampler: str, s
                                        generator=generator, **options) for y in labels.split(128)])
 
 
-# The example's [sample] before churn 4 (compared in the headline).
-PREVIOUS = "dpm-solver++-sde, 20 calls, guidance 2"
+# The example's [sample] before churn 2 (compared in the headline).
+PREVIOUS = "dpm-solver++-sde, 50 calls, churn 4, guidance 2"
 # (row name, sampler, network calls, guidance, churn (None: the sampler's default), clips per class)
 SETTINGS = [
     ("dpm-solver++, 20 calls, guidance 1 (none)", "dpm-solver++", 20, 1.0, None, PER_CLASS),
@@ -342,12 +342,11 @@ def main() -> None:
            f"targets hold for {sum(met)} of {len(seeds)} trainings** (below, *Across training seeds*). "
            if len(seeds) > 1 else "")
         +
-        f"**Missed: loudness.** The clips are quieter than real ones: median RMS {level(best):.2f}× real's, "
-        f"{too_quiet(best):.0%} of them under the quietest real clip"
+        f"Level: median RMS {level(best):.2f}× real's, {too_quiet(best):.0%} of the clips under the quietest real "
+        f"clip (real clips' median RMS {np.median(real['rms']):.2f})"
         + ("" if PREVIOUS not in runs or PREVIOUS == best_name else
-           f" (with the example's previous setting, {PREVIOUS}: {level(runs[PREVIOUS]):.2f}× and "
-           f"{too_quiet(runs[PREVIOUS]):.0%}, at purity {np.median(runs[PREVIOUS]['purity']):.2f}: the churn trades "
-           "level for a steady pitch)") + ".",
+           f"; with the example's earlier setting, {PREVIOUS}: {level(runs[PREVIOUS]):.2f}× and "
+           f"{too_quiet(runs[PREVIOUS]):.0%}, at purity {np.median(runs[PREVIOUS]['purity']):.2f}") + ".",
         "",
         "## Setup",
         "",
@@ -355,8 +354,10 @@ def main() -> None:
         f"{LENGTH} samples ({LENGTH / SAMPLE_RATE:.2f} s): {', '.join(CLASSES)}. Low tone 110-220 Hz, high tone "
         "440-880 Hz, chirps f → 2f or 2f → f with f in 220-660 Hz; pitch, phase and loudness random within a class.",
         f"- Model: `examples/audio_wav.toml` as committed (unet1d preset `{example['model']['options'].get('preset')}`"
-        f"{' with adaptive GroupNorm (`scale_shift_norm`)' if example['model']['options'].get('scale_shift_norm') else ''}, "
-        f"`labels` conditioner, v-prediction, cosine schedule, batch {example['data']['batch_size']}, lr "
+        f"{' with adaptive GroupNorm (`scale_shift_norm`)' if example['model']['options'].get('scale_shift_norm') else ''}"
+        f"{' and the position channel (`coordinates`)' if example['model']['options'].get('coordinates') else ''}, "
+        f"`labels` conditioner, v-prediction, cosine schedule, `data_std` "
+        f"{example['diffusion'].get('data_std', 1.0):g}, batch {example['data']['batch_size']}, lr "
         f"{example['train']['lr']:g} with a {example['train'].get('lr_decay', 'constant')} decay, EMA decay "
         f"{example['train']['ema_decay']}{' with warm-up' if example['train'].get('ema_warmup') else ''}); "
         f"{facts['parameters'] / 1e6:.2f}M parameters. Trained with "
@@ -403,11 +404,11 @@ def main() -> None:
                   f"as committed; seed 0 is the model above), each judged at {best_name} with the same noise, "
                   f"{per_class_n} clips per class.", ""]
         lines += table(["seed", "CPU-min"] + CLASSES + ["all", "track purity / real", "median RMS / real",
-                                                        "quieter than every real clip", "targets met"],
+                                                        "quieter than every real clip", "clipped", "targets met"],
                        [[k, f"{s_['cpu_min']:.1f}"] + [f"{v:.0%}" for v in s_["per_class"]]
                         + [f"{s_['all']:.1%}", f"{np.median(s_['purity']) / np.median(real['purity']):.2f}×",
-                           f"{level(s_):.2f}", f"{too_quiet(s_):.0%}", "✓" if ok else "✗"]
-                        for k, (s_, ok) in enumerate(zip(seeds, met))], align="rr" + "r" * len(CLASSES) + "rrrrl")
+                           f"{level(s_):.2f}", f"{too_quiet(s_):.0%}", f"{s_['clipped'].mean():.3%}", "✓" if ok else "✗"]
+                        for k, (s_, ok) in enumerate(zip(seeds, met))], align="rr" + "r" * len(CLASSES) + "rrrrrl")
     lines += ["", f"## Closer look ({best_name})", ""]
     detail = []
     for k, cls in enumerate(CLASSES):

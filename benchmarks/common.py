@@ -132,6 +132,16 @@ def elapsed(start: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _settings(config) -> dict:
+    """A resolved config without what does not change the trained model (where it lies, what it logs)."""
+    data = config.model_dump()
+    data["run"].pop("dir")
+    for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+        data["train"].pop(key)
+    data.pop("sample")
+    return data
+
+
 def load_or_train(run: Path, raw_config: dict, label: str, retrain: bool = False):
     """(EMA diffusion in eval mode, facts) of a cached benchmark run; trains it first when missing or ``retrain``.
 
@@ -142,6 +152,8 @@ def load_or_train(run: Path, raw_config: dict, label: str, retrain: bool = False
 
     import diffkit
 
+    from diffkit.config import validate
+
     facts_path = run / "bench.json"
     opened = None
     if not retrain and facts_path.is_file():
@@ -150,6 +162,11 @@ def load_or_train(run: Path, raw_config: dict, label: str, retrain: bool = False
             opened.checkpoint()
         except (diffkit.RunError, diffkit.checkpoint.CheckpointError):
             opened = None
+    if opened is not None and _settings(opened.config) != _settings(validate(raw_config, label)):
+        # The cached run was trained from another config (the example changed since): judging it would
+        # quote an old model under the new config's name.
+        print(f"{run.relative_to(ROOT)} was trained from another {label}; training it again", flush=True)
+        opened = None
     if opened is None:
         if run.exists():
             shutil.rmtree(run)

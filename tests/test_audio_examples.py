@@ -62,14 +62,14 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
 def test_audio_sampling_under_torchrun_writes_the_same_dc_free_wavs_as_one_process(tmp_path):
     # `diffkit sample RUN` on an audio run, once in one process and once as the README's
     # `torchrun --nproc_per_node 2 -m diffkit.cli sample …`: the same WAV bytes, each clip's mean removed,
-    # with the example's [sample] (dpm-solver++-sde with churn 4: fresh noise from each clip's own generator).
+    # with the example's [sample] (dpm-solver++-sde with churn 2: fresh noise from each clip's own generator).
     classes = ["falling_chirp", "high_tone", "low_tone", "rising_chirp"]
     write_folder(tmp_path / "wavs", classes)
     run = tmp_path / "run"
     config = load_config(EXAMPLES / "audio_wav.toml",
                          [f"run.dir={run}", f"data.options.root={tmp_path / 'wavs'}", "train.steps=2",
                           "data.batch_size=4", "sample.num=1", "sample.steps=2", "model.options.channels=[8, 8, 8, 16, 16]"])
-    assert (config.sample.sampler, config.sample.churn) == ("dpm-solver++-sde", 4.0)
+    assert (config.sample.sampler, config.sample.churn) == ("dpm-solver++-sde", 2.0)
     Trainer(config, progress=False).run()
     args = ["sample", str(run), "-n", "5", "--steps", "3", "--batch-size", "2", "--no-progress", "--labels", "0,1,2,3,1"]
     names = sample_in_one_and_two_processes(args, tmp_path / "one", tmp_path / "two")
