@@ -351,8 +351,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         real = remedy_stats(real_x, real_classes)
-        kept = remedy_stats(through_wav(apply_dc_offset(before, "keep"), tmp / "keep"), fc, before)
-        removed = remedy_stats(through_wav(apply_dc_offset(before, DEFAULT_DC_OFFSET), tmp / "remove"), fc, before)
+        # The DC alone: the Nyquist-rate component kept either way (its own option, audio_quality.md).
+        kept = remedy_stats(through_wav(apply_dc_offset(before, "keep", "keep"), tmp / "keep"), fc, before)
+        removed = remedy_stats(through_wav(apply_dc_offset(before, DEFAULT_DC_OFFSET, "keep"), tmp / "remove"), fc,
+                               before)
         highpass = {hz: remedy_stats(through_wav(AF.highpass_biquad(before, aq.SAMPLE_RATE, hz), tmp / f"hp{hz:g}"),
                                      fc, before) for hz in HIGHPASS_HZ}
         loop = remedy_stats(through_wav(in_loop, tmp / "in-loop"), fc)

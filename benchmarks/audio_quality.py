@@ -18,7 +18,9 @@ The judge is the FFT, no learned network: a tone matches its class when its domi
 lies in the class's band; a chirp matches when the dominant frequency of the clip's last quarter is
 above (rising) or below (falling) that of its first quarter by the margin a real chirp shows, and
 stays inside the chirps' range. The same rules are applied to real clips, to show how well they separate
-the classes, and to the unguided model. Track purity measures the noise floor; DC offset and clipped
+the classes, and to the unguided model. Generated clips are judged as diffkit writes them (the example's
+``[sample] dc_offset`` and ``nyquist``: each clip's mean and Nyquist-rate component removed), the headline
+setting also as sampled. Track purity measures the noise floor; DC offset and clipped
 samples are counted. Mel spectrograms of generated clips go to a PNG.
 """
 
@@ -233,10 +235,12 @@ def example_sample():
 
 
 def clip_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per clip: DC offset (mean sample), share of samples at |x| ≥ 0.999, RMS."""
+    """Per clip: DC offset (mean sample), Nyquist-rate component (mean of x·(-1)^n), share of samples at
+    |x| ≥ 0.999, RMS."""
     x = x.detach().float().cpu().mean(1)
-    return {"dc": x.mean(-1).numpy(), "clipped": (x.abs() >= 0.999).float().mean(-1).numpy(),
-            "rms": x.square().mean(-1).sqrt().numpy()}
+    signs = 1.0 - 2.0 * (torch.arange(x.shape[-1]) % 2)
+    return {"dc": x.mean(-1).numpy(), "nyquist": (x * signs).mean(-1).numpy(),
+            "clipped": (x.abs() >= 0.999).float().mean(-1).numpy(), "rms": x.square().mean(-1).sqrt().numpy()}
 
 
 def judge(x: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
@@ -244,6 +248,23 @@ def judge(x: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
     per_class, overall = match_rates(fft["pred"], y)
     return {"x": x, "y": y, "fft": fft, "per_class": per_class, "all": overall, "purity": track_purity(x),
             **clip_stats(x)}
+
+
+def as_written(x: torch.Tensor) -> torch.Tensor:
+    """Clips as `diffkit sample` writes them with the example's [sample]: its dc_offset and nyquist."""
+    from diffkit.data import apply_dc_offset
+
+    s = example_sample()
+    return apply_dc_offset(x, s.dc_offset, s.nyquist)
+
+
+def judge_written(x: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
+    """:func:`judge` of the clips as written, with the DC offset, Nyquist-rate component and clipped samples of
+    the clips as sampled (what the sampler left; the writer takes the first two out and never clips), and the
+    judge of the clips as sampled under ``"sampled"``."""
+    sampled = judge(x, y)
+    stats = {k: sampled[k] for k in ("dc", "nyquist", "clipped")}
+    return {**judge(as_written(x), y), **stats, "sampled": sampled}
 
 
 def real_clips(n: int = PER_CLASS * 8) -> tuple[torch.Tensor, np.ndarray]:
@@ -274,7 +295,7 @@ def main() -> None:
         t0 = time.perf_counter()
         y = torch.arange(len(CLASSES)).repeat_interleave(per_class_n)
         options = {} if churn is None else {"churn": churn}
-        runs[name] = {**judge(generate(diffusion, y, sampler, steps, w, SEED, **options), y.numpy()), "steps": steps,
+        runs[name] = {**judge_written(generate(diffusion, y, sampler, steps, w, SEED, **options), y.numpy()), "steps": steps,
                       "seconds": time.perf_counter() - t0}
         r = runs[name]
         print(f"  {name}: {r['all']:.1%} match, track purity {np.median(r['purity']):.2f} "
@@ -288,11 +309,10 @@ def main() -> None:
     best = runs[best_name]
     spectrogram_png(real_x, real_y, best["x"], best["y"], RESULTS / "audio_spectrograms.png")
     wav_dir = RESULTS / "audio_tones"
-    from diffkit.data import apply_dc_offset, save_wav
+    from diffkit.data import save_wav
 
     for k, cls in enumerate(CLASSES):
-        # as diffkit writes them: the example's dc_offset (by default each clip's mean removed)
-        clip = apply_dc_offset(best["x"][best["y"] == k][:1], sample.dc_offset)[0]
+        clip = best["x"][best["y"] == k][:1][0]  # already as diffkit writes them (judge_written)
         save_wav(clip, wav_dir / f"{cls.replace(' ', '_')}.wav", SAMPLE_RATE)
 
     # Chance: white noise at about a real clip's loudness, with the labels of the headline setting.
@@ -307,11 +327,12 @@ def main() -> None:
         d, f = load_or_train(args.retrain, args.steps, run=RUN / f"run-seed{seed}", seed=seed)
         y = torch.arange(len(CLASSES)).repeat_interleave(per_class_n)
         options = {} if churn is None else {"churn": churn}
-        seeds.append({**judge(generate(d, y, sampler, steps, w, SEED, **options), y.numpy()),
+        seeds.append({**judge_written(generate(d, y, sampler, steps, w, SEED, **options), y.numpy()),
                       "cpu_min": f["train_cpu_seconds"] / 60})
         print(f"  seed {seed}: {seeds[-1]['all']:.1%} match, track purity {np.median(seeds[-1]['purity']):.2f}",
               flush=True)
     seed_pitch = " / ".join(f"{s['all']:.1%}" for s in seeds)
+    seed_pitch_sampled = " / ".join(f"{s['sampled']['all']:.1%}" for s in seeds)
     seed_purity = " / ".join(f"{np.median(s['purity']) / np.median(real['purity']):.2f}×" for s in seeds)
     met = [s["all"] >= 0.98 and np.median(s["purity"]) / np.median(real["purity"]) >= 0.95 and s["cpu_min"] <= 10
            for s in seeds]
@@ -331,14 +352,19 @@ def main() -> None:
         f"`python benchmarks/audio_quality.py` — {machine()}.",
         "",
         f"After **{cpu_min:.1f} CPU-minutes** of training ({facts['train_steps']} steps, one thread), "
-        f"**{best['all']:.1%}** of {len(best['y'])} generated clips match the class asked for ({best_name}); "
+        f"**{best['all']:.1%}** of {len(best['y'])} generated clips match the class asked for ({best_name}), "
+        f"judged as diffkit writes them (`[sample] dc_offset = \"{sample.dc_offset}\"`, `nyquist = "
+        f"\"{sample.nyquist}\"`: each clip's mean and Nyquist-rate component removed; as sampled "
+        f"{best['sampled']['all']:.1%}); "
         f"the same FFT rules recognise {real['all']:.1%} of real clips and {noise_all:.1%} of white noise. "
         f"Median track purity {np.median(best['purity']):.2f} against {np.median(real['purity']):.2f} for real "
-        f"clips (**{purity_ratio:.2f}×**); median |DC offset| as sampled {np.median(np.abs(best['dc'])):.4f} "
-        f"(real {np.median(np.abs(real['dc'])):.4f}; the WAVs diffkit writes have it removed, audio_dc.md); clipped samples {best['clipped'].mean():.3%} (real "
+        f"clips (**{purity_ratio:.2f}×**); as sampled, median |DC offset| {np.median(np.abs(best['dc'])):.4f} "
+        f"(real {np.median(np.abs(real['dc'])):.4f}) and |Nyquist-rate component| "
+        f"{np.median(np.abs(best['nyquist'])):.4f} (real {np.median(np.abs(real['nyquist'])):.5f}), which the "
+        f"WAVs diffkit writes have removed; clipped samples {best['clipped'].mean():.3%} (real "
         f"{real['clipped'].mean():.3%}). Targets: pitch ≥ 98% and purity ≥ 0.95× real in ≤ 10 CPU-minutes. "
         + (f"**That is training seed 0; the same config trained with seeds 0-{len(seeds) - 1} matches "
-           f"{seed_pitch} at purity {seed_purity}: the "
+           f"{seed_pitch} as written ({seed_pitch_sampled} as sampled) at purity {seed_purity}: the "
            f"targets hold for {sum(met)} of {len(seeds)} trainings** (below, *Across training seeds*). "
            if len(seeds) > 1 else "")
         +
@@ -386,29 +412,35 @@ def main() -> None:
         total = f"**{r['all']:.1%}**" if bold else f"{r['all']:.1%}"
         return ([name] + [f"{v:.0%}" for v in r["per_class"]]
                 + [total, f"{np.median(r['purity']):.2f}", f"{level(r):.2f}", f"{too_quiet(r):.0%}",
-                   f"{np.median(np.abs(r['dc'])):.4f}", f"{r['clipped'].mean():.3%}"])
+                   f"{np.median(np.abs(r['dc'])):.4f}", f"{np.median(np.abs(r['nyquist'])):.4f}",
+                   f"{r['clipped'].mean():.3%}"])
 
     rows = [row(f"real clips (n={len(real_y)})", real)]
-    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}"] + ["–"] * 5)
+    rows.append(["white noise (chance)"] + [f"{r:.0%}" for r in noise_per_class] + [f"{noise_all:.1%}"] + ["–"] * 6)
     for name, r in runs.items():
         rows.append(row(f"generated, {name} (n={len(r['y'])})", r, name == best_name))
+    rows.append(row(f"generated, {best_name}, as sampled (n={len(best['y'])})", best["sampled"]))
     lines += table(["clips"] + CLASSES + ["all", "median track purity", "median RMS / real", "quieter than every real clip",
-                                          "median abs DC", "clipped"], rows)
+                                          "median abs DC as sampled", "median abs Nyquist as sampled",
+                                          "clipped as sampled"], rows)
     lines += ["", f"*Median RMS / real*: the clips' median RMS over the real clips' ({np.median(real['rms']):.2f}); "
               f"*quieter than every real clip*: the share under the quietest real clip's RMS ({real['rms'].min():.2f})."]
 
-    lines += ["", f"The example's own setting ({best_name}) is in bold."]
+    lines += ["", f"The example's own setting ({best_name}) is in bold. Every generated row but the last is judged as "
+              "diffkit writes the WAVs (the clip's mean and Nyquist-rate component removed); the last is the bold "
+              "row's clips as the sampler returns them. The DC, Nyquist and clipped columns are always as sampled."]
     if len(seeds) > 1:
         lines += ["", "## Across training seeds", "",
                   f"The example trained {len(seeds)} times, `run.seed` 0 to {len(seeds) - 1} (the rest of the config "
                   f"as committed; seed 0 is the model above), each judged at {best_name} with the same noise, "
-                  f"{per_class_n} clips per class.", ""]
-        lines += table(["seed", "CPU-min"] + CLASSES + ["all", "track purity / real", "median RMS / real",
+                  f"{per_class_n} clips per class, as written (and as sampled).", ""]
+        lines += table(["seed", "CPU-min"] + CLASSES + ["all", "all as sampled", "track purity / real", "median RMS / real",
                                                         "quieter than every real clip", "clipped", "targets met"],
                        [[k, f"{s_['cpu_min']:.1f}"] + [f"{v:.0%}" for v in s_["per_class"]]
-                        + [f"{s_['all']:.1%}", f"{np.median(s_['purity']) / np.median(real['purity']):.2f}×",
+                        + [f"{s_['all']:.1%}", f"{s_['sampled']['all']:.1%}",
+                           f"{np.median(s_['purity']) / np.median(real['purity']):.2f}×",
                            f"{level(s_):.2f}", f"{too_quiet(s_):.0%}", f"{s_['clipped'].mean():.3%}", "✓" if ok else "✗"]
-                        for k, (s_, ok) in enumerate(zip(seeds, met))], align="rr" + "r" * len(CLASSES) + "rrrrrl")
+                        for k, (s_, ok) in enumerate(zip(seeds, met))], align="rr" + "r" * len(CLASSES) + "rrrrrrl")
     lines += ["", f"## Closer look ({best_name})", ""]
     detail = []
     for k, cls in enumerate(CLASSES):

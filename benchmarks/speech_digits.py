@@ -276,12 +276,12 @@ def as_written(x: torch.Tensor) -> torch.Tensor:
     from diffkit.data import as_written as written
 
     s = example_sample()
-    return written(x, s.dc_offset, s.noise_gate, SAMPLE_RATE)
+    return written(x, s.dc_offset, s.noise_gate, SAMPLE_RATE, s.nyquist)
 
 
 def written_settings() -> str:
     s = example_sample()
-    return f"dc_offset \"{s.dc_offset}\", noise_gate {s.noise_gate:g} dB"
+    return f"dc_offset \"{s.dc_offset}\", nyquist \"{s.nyquist}\", noise_gate {s.noise_gate:g} dB"
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import NoReturn, Optional, Sequence
 
 from . import inpaint_io
 from .config import MAX_SEED
-from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET
+from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET, DEFAULT_NYQUIST, NYQUIST_CHOICES
 
 EXAMPLES = """examples:
   diffkit plugins
@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dc-offset", choices=DC_OFFSETS,
                    help="audio: 'remove' each clip's mean before writing its WAV or 'keep' it "
                         f"(default: the run's [sample] dc_offset, itself '{DEFAULT_DC_OFFSET}' by default)")
+    s.add_argument("--nyquist", choices=NYQUIST_CHOICES,
+                   help="audio: 'remove' each clip's Nyquist-rate component (+a, -a, …) before writing its WAV or "
+                        f"'keep' it (default: the run's [sample] nyquist, itself '{DEFAULT_NYQUIST}' by default)")
     s.add_argument("--noise-gate", type=_noise_gate, metavar="DB",
                    help="audio: silence the parts of each clip DB decibels quieter than its loudest, 0: off "
                         "(default: the run's [sample] noise_gate, itself 0 by default)")
@@ -251,7 +254,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ConfigError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to inpainting and "
                               "continuation only: add --input FILE (the file to complete)")
     if args.input is not None:  # inpainting and continuation: diffkit/inpaint_io.py
-        for flag, value in (("--dc-offset", args.dc_offset), ("--noise-gate", args.noise_gate)):
+        for flag, value in (("--dc-offset", args.dc_offset), ("--nyquist", args.nyquist),
+                            ("--noise-gate", args.noise_gate)):
             if value is not None:
                 raise ConfigError(f"{flag} applies to clips sampled from scratch, not with --input "
                                   "(inpainting keeps the known samples exactly as read)")
@@ -276,7 +280,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.num, sampler=args.sampler, steps=args.steps, eta=args.eta, labels=args.labels, guidance=args.guidance,
         seed=args.seed, out=args.out, ema=False if args.raw else None, checkpoint=args.checkpoint,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, dc_offset=args.dc_offset,
-        noise_gate=args.noise_gate, churn=args.churn, churn_stop=args.churn_stop)
+        nyquist=args.nyquist, noise_gate=args.noise_gate, churn=args.churn, churn_stop=args.churn_stop)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{len(paths) - 1} samples in {paths[0].parent}; summary picture {paths[-1]}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE
+from .data.audio import DC_OFFSETS, DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE, DEFAULT_NYQUIST, NYQUIST_CHOICES
 from .diffusion import GaussianDiffusion
 from .objectives import LOSS_WEIGHTINGS, OBJECTIVES, THRESHOLDS
 from .samplers import SAMPLERS, VARIANCES
@@ -141,6 +141,8 @@ class SampleSection(_Section):
     use_ema: bool = True
     # Audio: "remove" each generated clip's mean before writing its WAV, or "keep" it (diffkit/data/audio.py).
     dc_offset: Literal[DC_OFFSETS] = DEFAULT_DC_OFFSET  # type: ignore[valid-type]
+    # Audio: "remove" each generated clip's Nyquist-rate component (+a, -a, … ) before writing it, or "keep" it.
+    nyquist: Literal[NYQUIST_CHOICES] = DEFAULT_NYQUIST  # type: ignore[valid-type]
     # Audio: silence the parts of each clip this many dB quieter than its loudest 32 ms (0: off; diffkit/data/audio.py).
     noise_gate: float = Field(DEFAULT_NOISE_GATE, ge=0, allow_inf_nan=False)
 

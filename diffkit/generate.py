@@ -23,6 +23,7 @@ from .build import churn_options, sample_labels
 from .config import MAX_SEED, ConfigError
 from .data import (
     DC_OFFSETS,
+    NYQUIST_CHOICES,
     as_written,
     check_noise_gate,
     save_image,
@@ -73,13 +74,15 @@ def generate(
     noise_gate: Optional[float] = None,
     churn: Optional[float] = None,
     churn_stop: Optional[int] = None,
+    nyquist: Optional[str] = None,
 ) -> list[Path]:
     """Write samples ``000000`` … of a run as PNG / WAV / ``.npy`` files; returns their paths and the summary picture.
 
     Unset settings come from the run's ``[sample]`` config. ``labels`` (conditional models): one class per
     sample, default every class in turn. ``out``: the folder (default ``RUN/samples/<settings>``); files
     already there are kept and only the missing ones made. Under ``torchrun`` each process makes its share.
-    ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it.
+    ``dc_offset`` (audio): ``"remove"`` each clip's mean before writing its WAV, or ``"keep"`` it; ``nyquist`` the
+    same for its Nyquist-rate component (+a, -a, …), which a backbone folding 2 samples cannot reach.
     ``noise_gate`` (audio): silence the parts of each clip that many dB quieter than its loudest (0: off).
     ``churn`` and ``churn_stop`` (``dpm-solver++-sde`` only): the fresh noise of each step, and the timestep
     below which the steps take none; the run's [sample] ones apply only when its sampler is the one used.
@@ -103,6 +106,9 @@ def generate(
     dc_offset = s.dc_offset if dc_offset is None else dc_offset
     if dc_offset not in DC_OFFSETS:
         raise ConfigError(f"dc_offset must be one of {list(DC_OFFSETS)}, got {dc_offset!r}")
+    nyquist = s.nyquist if nyquist is None else nyquist
+    if nyquist not in NYQUIST_CHOICES:
+        raise ConfigError(f"nyquist must be one of {list(NYQUIST_CHOICES)}, got {nyquist!r}")
     noise_gate = s.noise_gate if noise_gate is None else noise_gate
     try:
         check_noise_gate(noise_gate)
@@ -133,6 +139,8 @@ def generate(
                 "labels": None if y_all is None else y_all.tolist(), **options}
     if info.modality == "audio":
         settings["dc_offset"] = dc_offset
+        if nyquist == "remove":  # only when removed: the folders of earlier samples (kept) keep their names
+            settings["nyquist"] = nyquist
         if noise_gate:  # only when on: the folders of earlier samples keep their names
             settings["noise_gate"] = noise_gate
     out_dir = Path(out) if out is not None else run.samples_dir / _folder_name(settings)
@@ -158,7 +166,7 @@ def generate(
             x = diffusion.sample(len(block), sampler=sampler, steps=steps, eta=eta, y=y, guidance_scale=guidance,
                                  generator=generators, **options)
         if info.modality == "audio":
-            x = as_written(x, dc_offset, noise_gate, info.sample_rate)
+            x = as_written(x, dc_offset, noise_gate, info.sample_rate, nyquist)
         for i, example in zip(block, x):
             _save_one(example, paths[i], info.modality, info.sample_rate)
         bar.update(len(block))

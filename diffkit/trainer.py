@@ -530,7 +530,7 @@ class Trainer:
                          **churn_options(s.sampler, {}, s))
         return save_samples(x, self.info.modality, self.run_dir.samples_dir, stem=f"step_{step:08d}",
                             sample_rate=self.info.sample_rate, dc_offset=s.dc_offset,
-                            noise_gate_db=s.noise_gate)
+                            nyquist=s.nyquist, noise_gate_db=s.noise_gate)
 
     def run(self) -> Run:
         try:

@@ -20,6 +20,7 @@ def minimal(**extra):
         (minimal(sample={"sampler": "heun"}), "key 'sample.sampler': unknown sampler 'heun'"),
         (minimal(diffusion={"schedule": "sigmoid"}), "key 'diffusion.schedule': Input should be 'linear' or 'cosine'"),
         (minimal(sample={"dc_offset": "highpass"}), "key 'sample.dc_offset': Input should be 'remove' or 'keep'"),
+        (minimal(sample={"nyquist": "lowpass"}), "key 'sample.nyquist': Input should be 'remove' or 'keep'"),
         (minimal(sample={"noise_gate": -1}), "key 'sample.noise_gate': Input should be greater than or equal to 0"),
         (minimal(sample={"noise_gate": float("inf")}), "key 'sample.noise_gate': Input should be a finite number"),
         (minimal(sample={"churn": -0.5}), "key 'sample.churn': Input should be greater than or equal to 0"),

@@ -40,9 +40,15 @@ def _raw(run, index: int, label=None) -> np.ndarray:
     return x[0].double().numpy()
 
 
-def _shifted(raw: np.ndarray) -> np.ndarray:
-    """What "remove" writes, computed here: the mean subtracted, then scaled down if a peak passes 1."""
+def _shifted(raw: np.ndarray, nyquist: bool = True) -> np.ndarray:
+    """What "remove" writes, computed here: the mean subtracted (and by default the least-squares fit of
+    +1, -1, +1, … about its mean: the Nyquist-rate component), then scaled down if a peak passes 1."""
     shifted = raw - raw.mean(-1, keepdims=True)
+    if nyquist:
+        signs = (-1.0) ** np.arange(raw.shape[-1])
+        signs = signs - signs.mean()
+        fit, *_ = np.linalg.lstsq(signs[:, None], shifted.T, rcond=None)
+        shifted = shifted - fit.T * signs
     return shifted / max(1.0, np.abs(shifted).max())
 
 
@@ -56,11 +62,16 @@ def test_sampled_wavs_carry_no_dc_offset_by_default_and_keep_it_on_request(audio
     assert max(abs(r.mean()) for r in raws) > 20 * PCM16  # there is an offset to remove
     assert any(np.abs(r - r.mean()).max() > 1 for r in raws)  # and the shift alone would clip
     default = audio_run.sample(3, out=tmp_path / "default")
-    kept = audio_run.sample(3, out=tmp_path / "kept", dc_offset="keep")
-    assert default[0].parent != kept[0].parent
-    for raw, a, b in zip(raws, default, kept):
+    kept = audio_run.sample(3, out=tmp_path / "kept", dc_offset="keep", nyquist="keep")
+    mean_only = audio_run.sample(3, out=tmp_path / "mean-only", nyquist="keep")
+    assert len({default[0].parent, kept[0].parent, mean_only[0].parent}) == 3
+    for raw, a, b, c in zip(raws, default, kept, mean_only):
         assert np.abs(_wav(b) - raw).max() <= PCM16  # "keep": the clip as sampled
         assert np.abs(_wav(a) - _shifted(raw)).max() <= PCM16
+        assert np.abs(_wav(c) - _shifted(raw, nyquist=False)).max() <= PCM16
+        # there was a Nyquist-rate component to remove, and none is left in the default's WAV
+        signs = (-1.0) ** np.arange(raw.shape[-1])
+        assert abs((raw * signs).mean()) > 10 * PCM16 and abs((_wav(a) * signs).mean()) <= PCM16
         # No offset is left, and the shift clips nothing: this tiny model's clips sit at ±1, so the shift
         # pushes them past full scale and they are scaled back down to a peak of 1.
         assert abs(_wav(a).mean()) <= PCM16 and np.abs(_wav(a)).max() <= 1.0
@@ -73,16 +84,25 @@ def test_the_cli_removes_it_by_default_and_says_why_not_with_input(audio_run, tm
     assert np.abs(_wav(out / "000000.wav") - _shifted(raw)).max() <= PCM16
     out = tmp_path / "cli-keep"
     assert main(["sample", str(audio_run.path), "-n", "1", "--out", str(out), "--no-progress", "--dc-offset",
-                 "keep"]) == 0
+                 "keep", "--nyquist", "keep"]) == 0
     assert np.abs(_wav(out / "000000.wav") - raw).max() <= PCM16
+    out = tmp_path / "cli-mean-only"
+    assert main(["sample", str(audio_run.path), "-n", "1", "--out", str(out), "--no-progress", "--nyquist",
+                 "keep"]) == 0
+    assert np.abs(_wav(out / "000000.wav") - _shifted(raw, nyquist=False)).max() <= PCM16
     assert main(["sample", str(audio_run.path), "--input", str(out / "000000.wav"), "--gap", "0.01:0.02",
                  "--dc-offset", "keep"]) == 2
     assert "--dc-offset applies to clips sampled from scratch" in capsys.readouterr().err
+    assert main(["sample", str(audio_run.path), "--input", str(out / "000000.wav"), "--gap", "0.01:0.02",
+                 "--nyquist", "remove"]) == 2
+    assert "--nyquist applies to clips sampled from scratch" in capsys.readouterr().err
+    assert main(["sample", str(audio_run.path), "-n", "1", "--nyquist", "lowpass"]) == 2
+    assert "--nyquist: invalid choice: 'lowpass'" in capsys.readouterr().err
 
 
 def test_the_trainers_samples_pass_through_it(audio_run):
     s = audio_run.config.sample
-    assert s.dc_offset == "remove"
+    assert s.dc_offset == "remove" and s.nyquist == "remove"
     generator = torch.Generator().manual_seed(audio_run.config.run.seed)
     y = torch.arange(s.num) % 2  # every class in turn
     raw = audio_run.diffusion().sample(s.num, sampler=s.sampler, steps=s.steps, y=y, generator=generator).double()
@@ -99,7 +119,7 @@ def test_removing_the_offset_shifts_a_clip_and_scales_it_only_past_full_scale():
     quiet = 0.5 * torch.sin(2 * torch.pi * 10 * t) + 0.1  # stays within [-1, 1] once shifted
     pulses = torch.where(torch.sin(2 * torch.pi * 10 * t) > 0.9, 1.0, -0.2)  # mean below 0, peaks at +1
     loud = torch.stack([pulses, 0.3 * torch.sin(2 * torch.pi * 7 * t)])
-    out = apply_dc_offset(torch.stack([torch.stack([quiet, quiet]), loud]))
+    out = apply_dc_offset(torch.stack([torch.stack([quiet, quiet]), loud]), nyquist="keep")
     torch.testing.assert_close(out[0], torch.stack([quiet, quiet]) - quiet.mean())
     assert out.mean(-1).abs().max() < 1e-6
     shifted = loud - loud.mean(-1, keepdim=True)
@@ -107,7 +127,7 @@ def test_removing_the_offset_shifts_a_clip_and_scales_it_only_past_full_scale():
     # the stereo clip is scaled as one: both channels by the same factor, its peak exactly 1
     torch.testing.assert_close(out[1], shifted / shifted.abs().max())
     assert out[1].abs().max() == pytest.approx(1.0)
-    assert torch.equal(apply_dc_offset(loud, "keep"), loud)
+    assert torch.equal(apply_dc_offset(loud, "keep", "keep"), loud)
 
 
 # --- the noise gate (issue 16): the example's [sample] noise_gate, Run.sample, diffkit sample, the trainer --------
@@ -208,7 +228,8 @@ def _sde_config(folder, **sample) -> dict:
             "model": {"backbone": "unet1d", "options": {"in_channels": 1, "channels": [8, 16], "num_res_blocks": 1,
                                                         "attention_levels": []}},
             "diffusion": {"timesteps": 50, "objective": "v"}, "train": {"steps": 1, "ema_start": 0},
-            "sample": {"num": 2, "sampler": "dpm-solver++-sde", "steps": 4, "dc_offset": "keep", **sample}}
+            "sample": {"num": 2, "sampler": "dpm-solver++-sde", "steps": 4, "dc_offset": "keep",
+                       "nyquist": "keep", **sample}}
 
 
 def test_a_configured_churn_reaches_the_sampler_from_the_trainer_run_sample_and_the_cli(tmp_path):

@@ -17,8 +17,8 @@ import typing
 import numpy as np
 from torch.utils.data import Dataset
 
-from .audio import (DC_OFFSETS, DEFAULT_DC_OFFSET, AudioFolder, apply_dc_offset, as_written, check_noise_gate, noise_gate,
-                    remove_dc)
+from .audio import (DC_OFFSETS, DEFAULT_DC_OFFSET, DEFAULT_NYQUIST, NYQUIST_CHOICES, AudioFolder, apply_dc_offset,
+                    as_written, check_noise_gate, noise_gate, remove_dc, remove_nyquist)
 from .demo import ShapesDataset, SolidsDataset, TonesDataset
 from .digits import DigitsDataset
 from .folder import DataError, DataWarning
@@ -126,6 +126,8 @@ __all__ = [
     "DATASETS",
     "DC_OFFSETS",
     "DEFAULT_DC_OFFSET",
+    "DEFAULT_NYQUIST",
+    "NYQUIST_CHOICES",
     "AudioFolder",
     "DataError",
     "DataWarning",
@@ -142,6 +144,7 @@ __all__ = [
     "create_dataset",
     "noise_gate",
     "remove_dc",
+    "remove_nyquist",
     "save_image",
     "save_image_grid",
     "save_images",

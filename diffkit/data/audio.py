@@ -26,6 +26,13 @@ MAX_RESAMPLE_KERNEL = 1 << 22
 # as sampled. GaussianDiffusion.sample() always returns the clip as sampled.
 DC_OFFSETS: tuple[str, ...] = ("remove", "keep")
 DEFAULT_DC_OFFSET = "remove"
+# The same for the clip's Nyquist-rate component (+a, -a, +a, … over time, per channel): a backbone that folds
+# 2 samples into channels (unet1d's patch_size 2, the audio-p2 preset) cannot reach the folded channels' means,
+# the clip's DC and this, so the starting noise's stays in the clip: about 0.01 on the tones example, a
+# constant tone at half the sample rate (real clips: 0.00005), the strongest bin of a quiet chirp's end
+# (benchmarks/results/audio_quality.md). "remove" subtracts it, "keep" writes the clip as sampled.
+NYQUIST_CHOICES: tuple[str, ...] = ("remove", "keep")
+DEFAULT_NYQUIST = "remove"
 
 
 def can_resample(orig: int, new: int) -> bool:
@@ -59,18 +66,36 @@ def remove_dc(x: torch.Tensor) -> torch.Tensor:
     return x - x.mean(dim=-1, keepdim=True)
 
 
-def apply_dc_offset(x: torch.Tensor, dc_offset: str = DEFAULT_DC_OFFSET) -> torch.Tensor:
-    """Generated clips ``(…, C, L)`` as they are written: each channel's mean removed (``"remove"``) or kept (``"keep"``).
+def remove_nyquist(x: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its Nyquist-rate component over the last (time) axis, for each example and channel.
 
-    Removing the mean can push a peak past full scale (a clip at the sampler's ±1 bound shifts by its
+    The component is the least-squares fit of the alternating sequence +1, -1, +1, … taken about its own mean
+    (so that an odd length leaves the clip's mean as it was); a clip without one is unchanged.
+    """
+    n = x.shape[-1]
+    alternating = 1.0 - 2.0 * (torch.arange(n, device=x.device) % 2).to(x.dtype)
+    alternating = alternating - alternating.mean()
+    amplitude = (x * alternating).sum(dim=-1, keepdim=True) / alternating.square().sum().clamp_min(1e-12)
+    return x - amplitude * alternating
+
+
+def apply_dc_offset(x: torch.Tensor, dc_offset: str = DEFAULT_DC_OFFSET, nyquist: str = DEFAULT_NYQUIST) -> torch.Tensor:
+    """Generated clips ``(…, C, L)`` as they are written: each channel's mean removed (``"remove"``) or kept
+    (``"keep"``), and its Nyquist-rate component removed or kept as ``nyquist`` says (:func:`remove_nyquist`).
+
+    Removing either can push a peak past full scale (a clip at the sampler's ±1 bound shifts by its
     offset); such a clip is then scaled down, all its channels alike, until its peak is exactly 1, so that
     the writer's clamp to [-1, 1] neither clips it nor brings an offset back. Clips that stay within
     [-1, 1] are only shifted.
     """
     check_choice("dc_offset", dc_offset, DC_OFFSETS)
-    if dc_offset == "keep":
+    check_choice("nyquist", nyquist, NYQUIST_CHOICES)
+    if dc_offset == "keep" and nyquist == "keep":
         return x
-    x = remove_dc(x)
+    if nyquist == "remove":
+        x = remove_nyquist(x)
+    if dc_offset == "remove":
+        x = remove_dc(x)
     peak = x.abs().amax(dim=(-2, -1) if x.ndim >= 2 else -1, keepdim=True)
     return x / peak.clamp_min(1.0)
 
@@ -89,9 +114,10 @@ def check_noise_gate(below_db: object, name: str = "noise_gate") -> None:
         raise ValueError(f"{name} must be a number of dB >= 0 (0: off), got {below_db!r}")
 
 
-def as_written(x: torch.Tensor, dc_offset: str, below_db: float, sample_rate: int) -> torch.Tensor:
+def as_written(x: torch.Tensor, dc_offset: str, below_db: float, sample_rate: int,
+               nyquist: str = DEFAULT_NYQUIST) -> torch.Tensor:
     """Generated clips ``(…, C, L)`` as they are written to WAV: :func:`apply_dc_offset`, then :func:`noise_gate`."""
-    return noise_gate(apply_dc_offset(x, dc_offset), below_db, sample_rate)
+    return noise_gate(apply_dc_offset(x, dc_offset, nyquist), below_db, sample_rate)
 
 
 def noise_gate(x: torch.Tensor, below_db: float, sample_rate: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torchaudio
 from PIL import Image
 
 from ..files import atomic_path
-from .audio import DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE, as_written
+from .audio import DEFAULT_DC_OFFSET, DEFAULT_NOISE_GATE, DEFAULT_NYQUIST, as_written
 
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
@@ -183,12 +183,14 @@ def save_samples(
     sample_rate: Optional[int] = None,
     dc_offset: str = DEFAULT_DC_OFFSET,
     noise_gate_db: float = DEFAULT_NOISE_GATE,
+    nyquist: str = DEFAULT_NYQUIST,
 ) -> list[Path]:
     """Write a batch of generated samples in its modality's own form; returns the paths written.
 
     image (B, C, H, W): one grid PNG ``{stem}.png``. audio (B, C, L): ``{stem}_{i:04d}.wav`` per example
     and ``{stem}_spectrogram.png`` (needs ``sample_rate``), each clip's DC offset removed or kept as
-    ``dc_offset`` says (:data:`diffkit.data.audio.DC_OFFSETS`), then its parts ``noise_gate_db`` dB below its
+    ``dc_offset`` says (:data:`diffkit.data.audio.DC_OFFSETS`) and its Nyquist-rate component as ``nyquist``
+    says, then its parts ``noise_gate_db`` dB below its
     loudest silenced (0: off; :func:`diffkit.data.audio.noise_gate`). volume (B, C, D, H, W): ``{stem}_{i:04d}.npy``
     per example and ``{stem}_slices.png``.
     """
@@ -205,7 +207,7 @@ def save_samples(
     if modality == "audio":
         if sample_rate is None:
             raise ValueError("save_samples: audio needs 'sample_rate'")
-        x = as_written(x, dc_offset, noise_gate_db, sample_rate)
+        x = as_written(x, dc_offset, noise_gate_db, sample_rate, nyquist)
         paths = [save_wav(wave, directory / f"{stem}_{i:04d}.wav", sample_rate) for i, wave in enumerate(x)]
         return paths + [save_spectrogram_png(x, directory / f"{stem}_spectrogram.png", sample_rate)]
     paths = [save_volume(volume, directory / f"{stem}_{i:04d}.npy") for i, volume in enumerate(x)]

@@ -217,7 +217,59 @@ def test_apply_dc_offset_keeps_or_removes_and_names_the_choices():
 
     x = torch.randn(2, 1, 32) + 0.5
     assert DEFAULT_DC_OFFSET == "remove" and set(DC_OFFSETS) == {"remove", "keep"}
-    assert apply_dc_offset(x, "keep") is x
+    assert apply_dc_offset(x, "keep", "keep") is x
     assert apply_dc_offset(x).mean(-1).abs().max() < 1e-6
+    assert not torch.equal(apply_dc_offset(x, "keep"), x)  # the Nyquist-rate component still goes by default
     with pytest.raises(ValueError, match=r"'dc_offset' must be one of \['remove', 'keep'\], got 'highpass'"):
         apply_dc_offset(x, "highpass")
+    with pytest.raises(ValueError, match=r"'nyquist' must be one of \['remove', 'keep'\], got 'lowpass'"):
+        apply_dc_offset(x, "keep", "lowpass")
+
+
+@pytest.mark.parametrize("length", [1000, 1001])
+def test_remove_nyquist_takes_out_a_known_alternation_and_leaves_the_tone_and_its_mean(length):
+    from diffkit.data import remove_nyquist
+
+    omega = 2 * math.pi * 10.37 / length
+    tone = _tone(length, omega, 0.9, 0.6) + 0.05  # a partial period and an offset: a mean of its own
+    signs = torch.tensor([(-1.0) ** n for n in range(length)], dtype=torch.float64)
+    amplitudes = torch.tensor([[0.01], [-0.3]], dtype=torch.float64)  # one per channel
+    x = (tone + amplitudes * signs)[None].repeat(2, 1, 1)  # (B, C, L)
+    out = remove_nyquist(x)
+    assert out.shape == x.shape
+    # The alternation is gone: nothing left along it once the mean is set aside, the mean is the clip's own.
+    centred = signs - signs.mean()
+    assert (out * centred).sum(-1).abs().max() < 1e-9
+    assert torch.allclose(out.mean(-1), x.mean(-1), atol=1e-12)
+    if length % 2 == 0:
+        # An even length holds (-1)^n in the Nyquist bin alone: that bin goes to 0, every other stays as it was.
+        spec_in, spec_out = (torch.fft.rfft(v[0, 1]) for v in (x, out))
+        assert abs(spec_out[-1]) < 1e-9 < abs(spec_in[-1])
+        assert torch.allclose(spec_out[:-1], spec_in[:-1], atol=1e-9)
+    # What is taken out is the fit of the alternation (closed form: <x, c> / <c, c>), channel by channel.
+    fit = (x * centred).sum(-1, keepdim=True) / centred.square().sum()
+    assert torch.allclose(x - out, fit * centred, atol=1e-12)
+    assert torch.allclose(fit[0, :, 0], amplitudes[:, 0] + (tone * centred).sum() / centred.square().sum())
+
+
+def test_remove_nyquist_works_on_any_rank_and_both_removals_scale_only_past_full_scale():
+    from diffkit.data import apply_dc_offset, remove_nyquist
+
+    for shape in [(64,), (2, 64), (3, 2, 63), (2, 1, 2, 64)]:
+        x = torch.randn(shape)
+        out = remove_nyquist(x)
+        signs = 1.0 - 2.0 * (torch.arange(shape[-1]) % 2)
+        assert out.shape == x.shape and (out * (signs - signs.float().mean())).sum(-1).abs().max() < 1e-4
+    signs = 1.0 - 2.0 * (torch.arange(400) % 2).float()
+    tone = 0.9 * torch.sin(2 * math.pi * 10 * torch.arange(400) / 400)  # whole periods: no alternation of its own
+    clip = torch.stack([tone + 0.3 * signs, 0.5 * tone])[None]  # (1, 2, L): the alternation takes it past 1
+    assert clip.abs().max() > 1
+    kept_dc = apply_dc_offset(clip, "keep", "remove")
+    expected = torch.stack([tone, 0.5 * tone])[None]
+    torch.testing.assert_close(kept_dc, expected / max(1.0, float(expected.abs().max())), atol=1e-5, rtol=0)
+    loud = torch.stack([1.2 * tone + 0.1 * signs, 0.5 * tone])[None]
+    out = apply_dc_offset(loud, "keep", "remove")  # past full scale once removed: both channels scaled as one
+    assert out.abs().max() == pytest.approx(1.0)
+    removed = torch.stack([1.2 * tone, 0.5 * tone])
+    torch.testing.assert_close(out[0], removed / removed.abs().max(), atol=1e-5, rtol=0)
+    assert apply_dc_offset(loud, "keep", "keep") is loud

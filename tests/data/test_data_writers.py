@@ -109,14 +109,17 @@ def test_save_samples_writes_each_modality_in_its_own_form(tmp_path, modality, s
 def test_save_samples_writes_generated_clips_without_their_dc_offset_unless_kept(tmp_path):
     n = torch.arange(800.0)
     tone = 0.5 * torch.sin(2 * math.pi * 20 * n / 800)  # 20 whole periods: mean 0
-    x = torch.stack([tone + 0.2, tone - 0.1])[:, None]  # (B, 1, L), known offsets
+    signs = 1.0 - 2.0 * (n % 2)  # +1, -1, …: a Nyquist-rate component, orthogonal to the tone and to a constant
+    x = torch.stack([tone + 0.2 + 0.01 * signs, tone - 0.1 - 0.03 * signs])[:, None]  # (B, 1, L), known offsets
     removed = save_samples(x, "audio", tmp_path / "default", stem="s", sample_rate=8000)
-    kept = save_samples(x, "audio", tmp_path / "keep", stem="s", sample_rate=8000, dc_offset="keep")
-    for i, offset in enumerate([0.2, -0.1]):
-        a, _ = sf.read(str(removed[i]), dtype="float64")
-        b, _ = sf.read(str(kept[i]), dtype="float64")
+    kept = save_samples(x, "audio", tmp_path / "keep", stem="s", sample_rate=8000, dc_offset="keep", nyquist="keep")
+    mean_only = save_samples(x, "audio", tmp_path / "mean", stem="s", sample_rate=8000, nyquist="keep")
+    for i, (offset, nyquist) in enumerate([(0.2, 0.01), (-0.1, -0.03)]):
+        a, b, c = (sf.read(str(paths[i]), dtype="float64")[0] for paths in (removed, kept, mean_only))
         assert abs(a.mean()) < 1 / 32768 and b.mean() == pytest.approx(offset, abs=1 / 32768)
         assert np.abs(a - tone.numpy()).max() <= 2 / 32768  # the tone itself, to 16-bit rounding
+        assert np.abs(b - x[i, 0].numpy()).max() <= 2 / 32768  # as sampled
+        assert np.abs(c - (tone + nyquist * signs).numpy()).max() <= 2 / 32768  # only the mean gone
 
 
 def test_save_samples_rejects_what_it_cannot_write(tmp_path):
