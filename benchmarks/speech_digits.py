@@ -80,10 +80,8 @@ def shared_settings() -> dict[str, Any]:
     t = c.train
     return {"batch": c.data.batch_size, "lr": t.lr, "weight_decay": t.weight_decay, "warmup": t.warmup_steps,
             "lr_decay": t.lr_decay, "ema_decay": t.ema_decay, "ema_start": t.ema_start, "ema_warmup": t.ema_warmup,
-            "steps": t.steps, "preset": c.model.options.get("preset", "custom"),
-            "scale_shift_norm": bool(c.model.options.get("scale_shift_norm", False)),
-            "attention_levels": c.model.options.get("attention_levels"),
-            "mean_skip": bool(c.model.options.get("mean_skip", False)), "schedule_shift": c.diffusion.schedule_shift,
+            "steps": t.steps, "backbone": c.model.backbone, "model_options": dict(c.model.options),
+            "schedule_shift": c.diffusion.schedule_shift,
             "data_std": c.diffusion.data_std}
 
 
@@ -458,7 +456,7 @@ def evaluate(notes: list[str]) -> None:
     t0 = time.perf_counter()
     x = sample_diffkit(diffusion, y, seed=1)
     shared = shared_settings()
-    dk = judge_clips(f"diffkit {shared['preset']}, {facts['steps']} steps", x,
+    dk = judge_clips(f"diffkit {shared['backbone']}, {facts['steps']} steps", x,
                      {"steps": facts["steps"], "cpu": facts["cpu_s"], "sample_s": time.perf_counter() - t0,
                       "params": sum(p.numel() for p in diffusion.parameters())})
     rows.append(dk)
@@ -527,12 +525,11 @@ def evaluate(notes: list[str]) -> None:
                                                                    if shared["ema_warmup"] else "")
         + f"; one thread; {PER_DIGIT} clips per digit, {CALLS} sampling steps with classifier-free guidance {guidance()} "
         "(two network evaluations per step for both).",
-        f"- diffkit: `examples/speech_digits.toml` (unet1d preset `{shared['preset']}`, v-prediction"
+        f"- diffkit: `examples/speech_digits.toml`: backbone `{shared['backbone']}` with options "
+        + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in shared["model_options"].items())
+        + ", the `labels` conditioner, v-prediction"
         + (f" in units of data_std {shared['data_std']:g}" if shared["data_std"] != 1 else "") + ", cosine schedule"
         + (f" shifted by {shared['schedule_shift']:g}" if shared["schedule_shift"] != 1 else "") + ", "
-        f"`labels` conditioner{', adaptive GroupNorm' if shared.get('scale_shift_norm') else ''}"
-        f"{', attention_levels ' + str(shared['attention_levels']) if shared.get('attention_levels') else ''}"
-        f"{', mean_skip' if shared['mean_skip'] else ''}), "
         f"`{diffkit_sampler()}`; {dk['params'] / 1e6:.2f}M parameters.",
         f"- audio-diffusion-pytorch 0.1.3: `UNetV0` channels 8/32/64/128/256/256, factors 1/4/4/4/2/2, attention "
         f"and cross-attention on the three coarsest levels, `VDiffusion`, `VSampler`, a learned one-token label "

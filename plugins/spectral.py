@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from diffkit import hookimpl
 from diffkit_plugins.unet import make_unet
 
-# The defaults: 64 bins (125 Hz wide at 8 kHz, an 8 ms hop); the unet2d options below are what
+# The defaults: 64 bins (62.5 Hz wide at 8 kHz, an 8 ms hop); the unet2d options below are what
 # examples/speech_digits.toml trains (benchmarks/results/speech_digits.md).
 DEFAULTS: dict[str, Any] = dict(bins=64, channels=[32, 64, 128, 256], num_res_blocks=1, attention_levels=[2, 3],
                                 coordinates=True)

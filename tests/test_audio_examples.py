@@ -22,6 +22,11 @@ def write_folder(root: Path, classes: list[str], per_class: int = 2) -> None:
         save_wav(tones[i][0], root / classes[i % len(classes)] / f"{i:03d}.wav", 16000)
 
 
+def tiny_widths(example: str) -> str:
+    """Tiny widths, one per level of the example's network (audio-p2 has 5 levels, the speech example's 4)."""
+    return "model.options.channels=" + ("[8, 8, 8, 16, 16]" if example == "audio_wav.toml" else "[8, 8, 16, 16]")
+
+
 @pytest.mark.parametrize(
     "example, classes",
     [("audio_wav.toml", ["falling_chirp", "high_tone", "low_tone", "rising_chirp"]),
@@ -31,11 +36,11 @@ def test_audio_example_trains_and_writes_clean_wavs(example, classes, tmp_path):
     write_folder(tmp_path / "wavs", classes)
     run = tmp_path / "run"
     overrides = [f"run.dir={run}", f"data.options.root={tmp_path / 'wavs'}", "train.steps=2", "train.log_every=1",
-                 "data.batch_size=4", "sample.num=3", "sample.steps=2",
-                 # tiny widths, one per level of the examples' preset (audio-p2 has 5)
-                 "model.options.channels=[8, 8, 8, 16, 16]"]
+                 "data.batch_size=4", "sample.num=3", "sample.steps=2", tiny_widths(example)]
     config = load_config(EXAMPLES / example, overrides)
-    assert config.model.options["preset"] == "audio-p2" and config.diffusion.objective == "v"
+    assert config.diffusion.objective == "v"
+    assert (config.model.backbone, config.model.options.get("preset")) == {
+        "audio_wav.toml": ("unet1d", "audio-p2"), "speech_digits.toml": ("unet-mdct", None)}[example]
     assert (config.train.lr_decay, config.train.ema_warmup) == ("cosine", True)
     Trainer(config, progress=False).run()
 
@@ -90,7 +95,7 @@ def test_the_speech_example_samples_the_same_gated_wavs_under_torchrun_as_in_one
     run = tmp_path / "run"
     config = load_config(EXAMPLES / "speech_digits.toml",
                          [f"run.dir={run}", f"data.options.root={tmp_path / 'wavs'}", "train.steps=2",
-                          "data.batch_size=4", "sample.num=1", "sample.steps=2", "model.options.channels=[8, 8, 8, 16, 16]"])
+                          "data.batch_size=4", "sample.num=1", "sample.steps=2", tiny_widths("speech_digits.toml")])
     assert config.sample.noise_gate == 40
     Trainer(config, progress=False).run()
     args = ["sample", str(run), "-n", "3", "--steps", "2", "--batch-size", "2", "--no-progress", "--labels", "7,3,0",
@@ -107,15 +112,15 @@ def test_the_speech_example_samples_the_same_gated_wavs_under_torchrun_as_in_one
 
 
 def test_a_string_for_a_switch_in_the_speech_example_is_refused_naming_it(tmp_path, capsys):
-    # TOML's "false" is a string, and a truthy one: it must not switch mean_skip on.
+    # TOML's "false" is a string, and a truthy one: it must not switch the coordinates on.
     from diffkit.cli import main
 
     classes = [f"{k}_{w}" for k, w in enumerate("zero one two three four five six seven eight nine".split())]
     write_folder(tmp_path / "wavs", classes, per_class=1)
     config = tmp_path / "speech.toml"
-    config.write_text((EXAMPLES / "speech_digits.toml").read_text().replace("mean_skip = true", 'mean_skip = "false"'))
+    config.write_text((EXAMPLES / "speech_digits.toml").read_text().replace("coordinates = true", 'coordinates = "false"'))
     run = tmp_path / "run"
     code = main(["train", str(config), "--set", f"run.dir={run}", "--set", f"data.options.root={tmp_path / 'wavs'}",
-                 "--set", "train.steps=1", "--set", "model.options.channels=[8, 8, 8, 16, 16]", "--no-progress"])
+                 "--set", "train.steps=1", "--set", tiny_widths("speech_digits.toml"), "--no-progress"])
     assert code != 0 and not run.exists()
-    assert "model.options: unet1d: 'mean_skip' must be true or false, got 'false'" in capsys.readouterr().err
+    assert "model.options: unet-mdct: 'coordinates' must be true or false, got 'false'" in capsys.readouterr().err
