@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from diffkit import hookimpl
 from diffkit_plugins.unet import make_unet
 
-# The defaults: 64 bins (62.5 Hz wide at 8 kHz, an 8 ms hop); the unet2d options below are what
-# examples/speech_digits.toml trains (benchmarks/results/speech_digits.md).
-DEFAULTS: dict[str, Any] = dict(bins=64, channels=[32, 64, 128, 256], num_res_blocks=1, attention_levels=[2, 3],
-                                coordinates=True)
+# The defaults, what examples/speech_digits.toml trains: 64 bins (62.5 Hz wide at 8 kHz, an 8 ms hop), 2 × 2 bins
+# folded into channels, four levels 16/32/64/128 wide with attention at the two coarsest, adaptive GroupNorm and
+# the position channels (the network knows each bin's frequency). benchmarks/results/speech_digits.md.
+DEFAULTS: dict[str, Any] = dict(bins=64, patch_size=2, channels=[16, 32, 64, 128], num_res_blocks=1,
+                                attention_levels=[2, 3], coordinates=True, scale_shift_norm=True)
 
 
 class MDCT(nn.Module):

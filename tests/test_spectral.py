@@ -2,11 +2,13 @@
 fail with one line naming the option."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from diffkit import GaussianDiffusion
+from diffkit.config import load_config
 from diffkit.registry import create_backbone
 from diffkit.schedules import make_beta_schedule
 from diffkit_plugins.spectral import MDCT, MDCTUNet
@@ -47,6 +49,14 @@ class _Identity(torch.nn.Module):
         return z
 
 
+def test_the_default_backbone_is_the_speech_examples_network():
+    example = load_config(Path(__file__).resolve().parents[1] / "examples" / "speech_digits.toml").model
+    options = {k: v for k, v in example.options.items() if k != "cond_dim"}
+    default, configured = create_backbone("unet-mdct"), create_backbone(example.backbone, **options)
+    assert str(default) == str(configured)
+    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in configured.parameters())
+
+
 def test_with_an_identity_network_the_backbone_returns_its_input():
     model = MDCTUNet(bins=16, channels=[8, 8], attention_levels=[])
     model.unet = _Identity()
@@ -58,7 +68,7 @@ def test_with_an_identity_network_the_backbone_returns_its_input():
 def test_the_registered_backbone_maps_waveforms_to_waveforms_and_trains(channels):
     model = create_backbone("unet-mdct", bins=16, in_channels=channels, channels=[8, 16], attention_levels=[1],
                             cond_dim=4)
-    assert model.size_multiple == 32
+    assert model.size_multiple == 64  # 16 bins × the default patch 2 × one factor 2
     x = torch.randn(3, channels, 512)
     out = model(x, torch.tensor([0, 5, 9]), torch.randn(3, 4))
     assert out.shape == x.shape
@@ -73,7 +83,7 @@ def test_the_registered_backbone_maps_waveforms_to_waveforms_and_trains(channels
 
 def test_bad_shapes_and_options_fail_with_one_line_naming_them():
     model = create_backbone("unet-mdct", bins=16, channels=[8, 16], attention_levels=[])
-    with pytest.raises(ValueError, match=r"multiples of 32; got 500 \(nearest accepted: 480 or 512\)"):
+    with pytest.raises(ValueError, match=r"multiples of 64; got 500 \(nearest accepted: 448 or 512\)"):
         model(torch.randn(1, 1, 500), torch.zeros(1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expects waveforms \(B, 1, L\), got shape \(1, 8, 8\)"):
         model(torch.randn(1, 8, 8), torch.zeros(1, dtype=torch.long))
@@ -81,5 +91,5 @@ def test_bad_shapes_and_options_fail_with_one_line_naming_them():
         create_backbone("unet-mdct", channels=[8, 16], attention_levels=[3])
     with pytest.raises(ValueError, match="'bins' must be an even number"):
         create_backbone("unet-mdct", bins=15)
-    with pytest.raises(ValueError, match=r"'bins' \(8\) must be a multiple of the UNet's total downsampling \(16"):
+    with pytest.raises(ValueError, match=r"'bins' \(8\) must be a multiple of the UNet's total downsampling \(32"):
         create_backbone("unet-mdct", bins=8, channels=[8, 8, 8], attention_levels=[], downsample_factors=4)
