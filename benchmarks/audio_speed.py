@@ -42,7 +42,7 @@ NETWORKS = {
 EXAMPLE_NETWORKS = {
     f"{RECOMMENDED} + scale_shift_norm + coordinates (examples/audio_wav.toml)":
         dict(preset=RECOMMENDED, scale_shift_norm=True, coordinates=True),
-    f"{RECOMMENDED} + scale_shift_norm + attention at 512 positions + mean_skip (examples/speech_digits.toml)":
+    f"{RECOMMENDED} + scale_shift_norm + attention at 512 positions + mean_skip (examples/speech_digits.toml until it moved to unet-mdct)":
         dict(preset=RECOMMENDED, scale_shift_norm=True, attention_levels=[1, 2, 4], mean_skip=True),
 }
 PRESET_NOTE = ("`audio-p2` folds 2 samples into channels (`patch_size=2`), so its finest level has 2,048 positions of "

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffkit import hookimpl
-from diffkit_plugins.unet import make_unet
+from diffkit_plugins.unet import make_unet, nearest_multiples
 
 # The defaults, what examples/speech_digits.toml trains: 64 bins (62.5 Hz wide at 8 kHz, an 8 ms hop), 2 × 2 bins
 # folded into channels, four levels 16/32/64/128 wide with attention at the two coarsest, adaptive GroupNorm and
@@ -76,20 +76,18 @@ class MDCTUNet(nn.Module):
         self.in_channels = self.unet.in_channels
         self.out_channels = self.unet.out_channels
         self.cond_dim = self.unet.cond_dim
-        self.bins = self.mdct.bins
-        self.size_multiple = self.bins * self.unet.size_multiple
-        if self.bins % self.unet.size_multiple:
-            raise ValueError(f"unet-mdct: 'bins' ({self.bins}) must be a multiple of the UNet's total downsampling "
+        self.size_multiple = self.mdct.bins * self.unet.size_multiple
+        if self.mdct.bins % self.unet.size_multiple:
+            raise ValueError(f"unet-mdct: 'bins' ({self.mdct.bins}) must be a multiple of the UNet's total downsampling "
                              f"({self.unet.size_multiple}, from 'downsample_factors' and 'patch_size')")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1] != self.in_channels:
             raise ValueError(f"unet-mdct expects waveforms (B, {self.in_channels}, L), got shape {tuple(x.shape)}")
-        m = self.size_multiple
-        if x.shape[-1] % m:
-            n = x.shape[-1]
-            raise ValueError(f"unet-mdct with {self.bins} bins accepts lengths that are multiples of {m}; got {n} "
-                             f"(nearest accepted: {n // m * m or m} or {(n // m + 1) * m})")
+        n, m = x.shape[-1], self.size_multiple
+        if n % m:
+            raise ValueError(f"unet-mdct with {self.mdct.bins} bins accepts lengths that are multiples of {m}; got {n} "
+                             f"(nearest accepted: {nearest_multiples(n, m)})")
         return self.mdct.inverse(self.unet(self.mdct(x), t, cond))
 
 

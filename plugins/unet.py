@@ -295,12 +295,17 @@ class UNet(nn.Module):
         m = self.size_multiple
         bad = [s for s in x.shape[2:] if s % m]
         if bad:
-            hints = ", ".join(f"{s} → {s // m * m or m} or {(s // m + 1) * m}" for s in bad)
+            hints = ", ".join(f"{s} → {nearest_multiples(s, m)}" for s in bad)
             patch = f" and patch size {self.patch_size}" if self.patch_size > 1 else ""
             raise ValueError(
                 f"{self.name} with downsampling factors {self.downsample_factors}{patch} accepts spatial sizes that are "
                 f"multiples of {m}; got {tuple(x.shape[2:])} (nearest accepted: {hints})"
             )
+
+
+def nearest_multiples(size: int, multiple: int) -> str:
+    """The accepted sizes either side of ``size``, for an error message: "480 or 512"."""
+    return f"{size // multiple * multiple or multiple} or {(size // multiple + 1) * multiple}"
 
 
 def _factors(name: str, factors: Union[int, Sequence[int]], levels: int) -> list[int]:
