@@ -35,7 +35,7 @@ class MDCT(nn.Module):
 
     def __init__(self, bins: int) -> None:
         super().__init__()
-        if int(bins) < 2 or int(bins) % 2:
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2 or bins % 2:  # 64.5 or "64": not rounded
             raise ValueError(f"unet-mdct: 'bins' must be an even number >= 2, got {bins}")
         self.bins = m = int(bins)
         n = torch.arange(2 * m, dtype=torch.float64)

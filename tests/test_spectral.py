@@ -89,7 +89,25 @@ def test_bad_shapes_and_options_fail_with_one_line_naming_them():
         model(torch.randn(1, 8, 8), torch.zeros(1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"unet-mdct: 'attention_levels' \[3\] out of range"):
         create_backbone("unet-mdct", channels=[8, 16], attention_levels=[3])
-    with pytest.raises(ValueError, match="'bins' must be an even number"):
-        create_backbone("unet-mdct", bins=15)
+    for bad in (15, 64.5, "64", True):
+        with pytest.raises(ValueError, match="'bins' must be an even number"):
+            create_backbone("unet-mdct", bins=bad)
     with pytest.raises(ValueError, match=r"'bins' \(8\) must be a multiple of the UNet's total downsampling \(32"):
         create_backbone("unet-mdct", bins=8, channels=[8, 8, 8], attention_levels=[], downsample_factors=4)
+
+
+def test_a_non_integer_bins_from_the_command_line_is_refused_in_one_line_before_the_run_exists(tmp_path, capsys):
+    from diffkit.cli import main
+    from diffkit.data import TonesDataset, save_wav
+
+    tones = TonesDataset(num_examples=2, sample_rate=8000, length=4096, num_classes=1)
+    for i in range(2):
+        save_wav(tones[i][0], tmp_path / "wavs" / f"{i}_digit" / "a.wav", 8000)
+    run = tmp_path / "run"
+    example = Path(__file__).resolve().parents[1] / "examples" / "speech_digits.toml"
+    code = main(["train", str(example), "--set", f"run.dir={run}", "--set", f"data.options.root={tmp_path / 'wavs'}",
+                 "--set", "model.options.bins=64.5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0 and not run.exists()
+    assert err.strip().splitlines() == ["diffkit: error: model.options: unet-mdct: 'bins' must be an even number >= 2, "
+                                        "got 64.5"]
